@@ -1,0 +1,53 @@
+# trainpipe developer entry points. `make run` and `make test` work on a fresh
+# machine: they create the virtual environment and install what the tests start.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_DIR ?= runs/digits
+PYTEST_ARGS ?=
+
+.PHONY: venv run test unit integration lint typecheck bench system-deps clean
+
+# The venv is rebuilt when pyproject.toml changes. torch==2.14.1 and
+# torchvision==0.29.1 lie on these machines' disk; elsewhere pip resolves the
+# ranges in pyproject.toml as usual.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian's prometheus (the real server the integration tests scrape with).
+system-deps:
+	@command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus package"; \
+	  apt-get install -y -q prometheus >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }; }
+
+run: venv
+	$(BIN)/trainpipe train --run-dir $(RUN_DIR)
+
+test: venv system-deps lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv system-deps
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check operator trainer tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+bench: venv
+	$(BIN)/python bench/engine_overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Integration tests: real components (Prometheus, Ray, kube-apiserver) started by the suite."""

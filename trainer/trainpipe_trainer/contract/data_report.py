@@ -1,0 +1,135 @@
+"""The data report: what the trainer found when it opened the dataset.
+
+The Planning gate (data-reachable, split-proportions, split-integrity,
+samples-finite) is a pure function of this document, so it is pure pydantic
+and importing it never imports torch. The trainer writes it with
+``DataReport.write``; the control plane reads it with ``DataReport.read``.
+
+Paths inside the report are relative to ``root`` (POSIX separators), so a
+report stays readable when the dataset is mounted elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SPLITS = ("train", "val", "test")
+
+ClassProblemKind = Literal["empty", "missing", "unknown"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileRef(_Model):
+    split: str
+    path: str = Field(description="relative to the report's root")
+
+
+class DuplicateGroup(_Model):
+    """Files whose decoded content is identical and that lie in more than one split."""
+
+    hash: str = Field(description="sha256 of the decoded array's shape, dtype and bytes")
+    files: list[FileRef]
+
+
+class UnreadableFile(_Model):
+    """A file that failed to decode; it is excluded from every dataset."""
+
+    path: str
+    error: str
+    split: str | None = None
+
+
+class NonFiniteSample(_Model):
+    """A decoded sample holding NaN or Inf values (it stays in its dataset)."""
+
+    path: str
+    split: str
+    nan_count: int
+    inf_count: int
+
+
+class ClassProblem(_Model):
+    """A class with no samples where samples are expected.
+
+    ``empty``: the class folder holds no usable file at all.
+    ``missing``: the class has no sample in ``split`` although that split is used.
+    ``unknown``: a pre-split val/test folder holds a class that train/ lacks;
+    its files cannot be labelled and are excluded.
+    """
+
+    kind: ClassProblemKind
+    class_name: str
+    split: str | None = None
+    detail: str = ""
+
+
+class DataReport(_Model):
+    source: str = Field(description="data.source as configured")
+    root: str = Field(description="the resolved local folder the files were read from")
+    layout: Literal["presplit", "split"]
+    seed: int | None = Field(
+        None, description="seed of the split (layout 'split' or carved splits)"
+    )
+    classes: list[str]
+    counts: dict[str, dict[str, int]] = Field(
+        description="split -> class -> number of usable samples"
+    )
+    requested_fractions: dict[str, float] | None = Field(
+        None, description="data.split as configured; None for a pre-split layout"
+    )
+    actual_fractions: dict[str, float]
+    total_samples: int = Field(description="usable samples over all splits (unreadable excluded)")
+    files_scanned: int = Field(0, description="files with a supported extension, usable or not")
+    split_fingerprint: str = Field(
+        "", description="sha256 of the sorted (split, path) assignment: same seed, same value"
+    )
+    duplicates_across_splits: list[DuplicateGroup] = Field(default_factory=list)
+    unreadable_files: list[UnreadableFile] = Field(default_factory=list)
+    nonfinite_samples: list[NonFiniteSample] = Field(default_factory=list)
+    class_problems: list[ClassProblem] = Field(default_factory=list)
+    notes: list[str] = Field(
+        default_factory=list,
+        description="what was ignored or inferred (skipped files, carved splits)",
+    )
+
+    def max_fraction_deviation(self) -> float | None:
+        """Largest |actual - requested| over the splits; None for a pre-split layout."""
+        if self.requested_fractions is None:
+            return None
+        return max(
+            (
+                abs(self.actual_fractions.get(split, 0.0) - wanted)
+                for split, wanted in self.requested_fractions.items()
+            ),
+            default=0.0,
+        )
+
+    def write(self, path: str | Path) -> Path:
+        """Write as JSON through a temporary file and a rename: never half-written."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(self.model_dump_json(indent=2))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path) -> DataReport:
+        with open(path, encoding="utf-8") as handle:
+            return cls.model_validate(json.load(handle))

@@ -1,0 +1,100 @@
+"""``evidence.json``: what a finished (or failed) training job leaves for the
+gates. Everything a gate check needs is here, measured, so the gate logic is a
+pure function of this document and its thresholds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatus = Literal["completed", "early_stopped", "interrupted", "failed"]
+
+
+class EpochRecord(BaseModel):
+    """One epoch's metrics, as in ``logs/metrics.json``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    num: int
+    train_loss: float
+    val_loss: float
+    train_acc: float
+    val_acc: float
+    train_top5: float | None = None
+    val_top5: float | None = None
+    lr: float
+    epoch_seconds: float
+    eta_seconds: float
+    samples_per_second: float
+    loss_gap: float = Field(description="(val_loss - train_loss) / train_loss")
+    acc_gap: float = Field(description="train_acc - val_acc")
+    skipped_steps: int
+    grad_norm_mean: float | None = None
+    gpu_util_mean: float | None = None
+    gpu_memory_max_bytes: int | None = None
+
+
+class CheckpointCheck(BaseModel):
+    path: str
+    exists: bool
+    loads: bool = False
+    has_model_state: bool = False
+    has_optimizer_state: bool = False
+    epoch: int | None = None
+    val_loss: float | None = None
+    error: str | None = None
+
+
+class ExceptionInfo(BaseModel):
+    type: str
+    message: str
+    traceback: str
+
+
+class Timings(BaseModel):
+    total_seconds: float = 0.0
+    epoch_seconds: list[float] = Field(default_factory=list)
+    checkpoint_save_seconds: list[float] = Field(default_factory=list)
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class Evidence(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_name: str
+    config_hash: str
+    status: JobStatus
+    completed: bool = Field(description="reached the final epoch or stopped early by patience")
+    reason: str = ""
+    epochs_planned: int
+    epochs: list[EpochRecord] = Field(default_factory=list)
+    initial_train_loss: float | None = None
+    final_train_loss: float | None = None
+    best_val_loss: float | None = None
+    best_val_acc: float | None = None
+    best_epoch: int | None = None
+    skipped_steps_total: int = 0
+    resumed_from_epoch: int | None = None
+    resumed_from_step: int | None = None
+    checkpoints: dict[str, CheckpointCheck] = Field(default_factory=dict)
+    periodic_checkpoints: list[str] = Field(default_factory=list)
+    environment: dict[str, Any] = Field(default_factory=dict)
+    timings: Timings = Field(default_factory=Timings)
+    gpu_util_mean: float | None = None
+    world_size: int = 1
+    log_path: str = "logs/training.log"
+    metrics_path: str = "logs/metrics.json"
+    exception: ExceptionInfo | None = None
+
+    def write(self, path: str | Path) -> None:
+        target = Path(path)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(self.model_dump_json(indent=2), encoding="utf-8")
+        tmp.replace(target)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Evidence:
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,161 @@
+"""The job config: everything one training job needs, written by the control
+plane as YAML and read by ``python -m trainpipe_trainer.run --config``.
+
+Field names are camelCase in YAML (as in the TrainingPipeline resource) and
+snake_case in Python. Unknown keys are rejected so a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+AUGMENTATIONS = ("hflip", "crop", "rotation", "colorjitter")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False
+    )
+
+
+class SplitFractions(_Model):
+    """Fractions used when the source is one folder of class sub-folders."""
+
+    train: float = Field(0.8, gt=0, lt=1)
+    val: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1.0, got {total:.4f}")
+        return self
+
+
+class DataConfig(_Model):
+    source: str = Field(
+        "builtin:digits",
+        description="builtin:digits, a local ImageFolder path, or a file:// URI",
+    )
+    split: SplitFractions = Field(default_factory=SplitFractions)
+    image_size: int = Field(32, ge=8, le=1024)
+    batch_size: int = Field(64, ge=1, le=65536)
+    num_workers: int = Field(0, ge=0, le=64)
+    augment: list[str] = Field(default_factory=list)
+    pin_memory: bool = True
+    cache_dir: str | None = Field(
+        None, description="where builtin datasets are written; default ~/.cache/trainpipe/datasets"
+    )
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentations(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in AUGMENTATIONS]
+        if unknown:
+            raise ValueError(
+                f"unknown augmentation(s) {unknown}; allowed: {', '.join(AUGMENTATIONS)}"
+            )
+        return value
+
+
+class ModelConfig(_Model):
+    name: str = "smallcnn"
+    pretrained: str | None = Field(
+        None, description="path to a local weights file (never downloaded)"
+    )
+
+
+class TrainConfig(_Model):
+    """Optimisation settings for one phase's training run."""
+
+    epochs: int = Field(20, ge=1, le=100000)
+    lr: float = Field(1e-3, gt=0, le=10)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float = Field(0.01, ge=0, le=1)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    scheduler: Literal["cosine", "step", "none"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_size: int = Field(10, ge=1, description="epochs between decays for the step schedule")
+    gamma: float = Field(0.1, gt=0, le=1)
+    grad_clip_norm: float | None = Field(1.0, gt=0)
+    grad_accum_steps: int = Field(1, ge=1, le=1024)
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto", description="auto: bf16 where CUDA supports it, fp16 otherwise on CUDA, off on CPU"
+    )
+    patience: int | None = Field(None, ge=1, description="early stopping on val_loss; None: off")
+    max_consecutive_nonfinite: int = Field(
+        10, ge=1, description="consecutive skipped steps (non-finite loss or gradient) that fail the run"
+    )
+    checkpoint_every: int = Field(1, ge=1, description="write checkpoint_epoch_N.pt every K epochs")
+    keep_periodic: int = Field(3, ge=1)
+    log_every_steps: int = Field(10, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class ResourcesConfig(_Model):
+    workers: int = Field(1, ge=1, le=1024)
+    gpus_per_worker: float = Field(0, ge=0)
+    cpus_per_worker: float = Field(1, gt=0)
+
+
+class RayConfig(_Model):
+    """Ray Train settings used by the ``run`` entry point."""
+
+    enabled: bool = Field(True, description="false: train in this process (DDP via torch spawn)")
+    address: str | None = None
+    max_failures: int = Field(2, ge=0)
+    storage_path: str | None = Field(
+        None, description="Ray Train storage; default <runDir>/ray (shared storage on a cluster)"
+    )
+    run_name: str | None = Field(None, description="default: derived from the job name")
+
+
+class JobConfig(_Model):
+    """One training job. ``runDir`` is where every artifact of the job goes."""
+
+    name: str = "trainpipe-job"
+    run_dir: str
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+    deterministic: bool = True
+    task: Literal["classification"] = "classification"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    fresh: bool = Field(False, description="discard existing checkpoints instead of resuming")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve trainpipe_* metrics on this port (0: any free port)"
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="added to every exported metric (pipeline, phase, ...)"
+    )
+    phase_budget_seconds: float | None = Field(None, gt=0)
+
+    def config_hash(self) -> str:
+        """Hash of what changes the trained result (not where it is written)."""
+        relevant = self.model_dump(
+            mode="json", include={"seed", "deterministic", "task", "data", "model", "train"}
+        )
+        relevant["data"].pop("cache_dir", None)
+        relevant["data"].pop("num_workers", None)
+        blob = json.dumps(relevant, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
+
+    @classmethod
+    def from_yaml_file(cls, path: str | Path) -> JobConfig:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle) or {}
+        return cls.model_validate(raw)
