@@ -135,19 +135,22 @@ def test_checkpoint_resume_and_gpu():
     assert value(t, "trainpipe_gpu_memory_used_bytes", device="cuda:1") == 2_000
 
 
-def test_labels_default_to_empty_and_unknown_labels_are_refused():
+def test_labels_default_to_empty_extra_labels_are_added_bad_names_refused():
     t = TrainingTelemetry({"pipeline": "p"})
     assert t.labels == {"pipeline": "p", "phase": "", "job": ""}
     assert tuple(t.labels) == LABEL_NAMES
     t.on_resume(1)
-    assert (
-        t.registry.get_sample_value(
-            "trainpipe_resumed_from_epoch", {"pipeline": "p", "phase": "", "job": ""}
-        )
-        == 1
-    )
-    with pytest.raises(ValueError, match="piepline"):
-        TrainingTelemetry({"piepline": "typo"})
+    want = {"pipeline": "p", "phase": "", "job": ""}
+    assert t.registry.get_sample_value("trainpipe_resumed_from_epoch", want) == 1
+
+    t = TrainingTelemetry({"pipeline": "p", "iteration": "2"})
+    t.on_gpu(50.0, 10, device="cuda:0")
+    got = {**want, "iteration": "2", "device": "cuda:0"}
+    assert t.registry.get_sample_value("trainpipe_gpu_utilization_percent", got) == 50.0
+
+    for bad in ("le", "device", "__name__", "has-dash", "1st"):
+        with pytest.raises(ValueError, match="invalid telemetry label"):
+            TrainingTelemetry({bad: "x"})
 
 
 def test_instances_have_separate_registries():

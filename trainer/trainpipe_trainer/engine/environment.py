@@ -33,6 +33,7 @@ def _git(*args: str) -> str:
         ["git", "-C", str(_PACKAGE_DIR), *args],
         capture_output=True,
         text=True,
+        timeout=GIT_TIMEOUT_S,
         check=False,
     )
     if out.returncode != 0:

@@ -5,8 +5,9 @@ the tests build many instances), and prometheus_client's global registry refuses
 a second metric of the same name. Each ``TrainingTelemetry`` owns a
 ``CollectorRegistry`` and, when asked, one HTTP server that exports only it.
 
-Every series carries the same fixed labels (``LABEL_NAMES``), with the values
-given at construction, so that a query such as
+Every series carries the same fixed labels, with the values given at
+construction: always ``LABEL_NAMES`` (missing ones are ""), plus any other
+valid label the job config adds (``JobConfig.labels``), so that a query such as
 ``trainpipe_val_accuracy{pipeline="digits"}`` finds one job's numbers. Note that
 Prometheus attaches its own ``job`` label (the scrape job) to every series; with
 the default ``honor_labels: false`` the trainer's ``job`` label is kept as
@@ -19,6 +20,7 @@ exported agree, and the README renders it with ``markdown_table()``.
 from __future__ import annotations
 
 import math
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 #: The labels on every trainpipe series; values missing at construction are "".
 LABEL_NAMES: tuple[str, ...] = ("pipeline", "phase", "job")
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+#: Names a job may not use: Prometheus reserves "__*", histograms use "le", GPU series "device".
+_RESERVED = {"le", "quantile", "device", "instance"}
 
 EPOCH_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, math.inf)
 CHECKPOINT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, math.inf)
@@ -126,12 +131,12 @@ class TrainingTelemetry:
     """Prometheus metrics for one training job, in a registry of its own."""
 
     def __init__(self, labels: dict[str, str], registry: CollectorRegistry | None = None):
-        unknown = set(labels) - set(LABEL_NAMES)
-        if unknown:
-            raise ValueError(
-                f"unknown telemetry labels {sorted(unknown)}; allowed: {list(LABEL_NAMES)}"
-            )
-        self.labels: dict[str, str] = {name: str(labels.get(name, "")) for name in LABEL_NAMES}
+        extra = sorted(set(labels) - set(LABEL_NAMES))
+        bad = [n for n in extra if not _LABEL_RE.match(n) or n.startswith("__") or n in _RESERVED]
+        if bad:
+            raise ValueError(f"invalid telemetry label names {bad}")
+        self.label_names: tuple[str, ...] = (*LABEL_NAMES, *extra)
+        self.labels: dict[str, str] = {n: str(labels.get(n, "")) for n in self.label_names}
         self.registry = registry if registry is not None else CollectorRegistry()
         self._metrics: dict[str, Gauge | Counter | Histogram] = {}
         for spec in METRICS:
@@ -146,17 +151,16 @@ class TrainingTelemetry:
         self._thread: threading.Thread | None = None
 
     def _build(self, spec: MetricSpec) -> Gauge | Counter | Histogram:
+        names = (*self.label_names, *spec.labels[len(LABEL_NAMES) :])  # + "device" for GPU series
         if spec.type == "gauge":
-            return Gauge(spec.name, spec.help, spec.labels, registry=self.registry)
+            return Gauge(spec.name, spec.help, names, registry=self.registry)
         if spec.type == "counter":
             # prometheus_client appends "_total" itself.
             name = spec.name.removesuffix("_total")
-            return Counter(name, spec.help, spec.labels, registry=self.registry)
+            return Counter(name, spec.help, names, registry=self.registry)
         if spec.type == "histogram":
             buckets = CHECKPOINT_BUCKETS if "checkpoint" in spec.name else EPOCH_BUCKETS
-            return Histogram(
-                spec.name, spec.help, spec.labels, registry=self.registry, buckets=buckets
-            )
+            return Histogram(spec.name, spec.help, names, registry=self.registry, buckets=buckets)
         raise ValueError(f"unknown metric type {spec.type!r} for {spec.name}")
 
     def _child(self, name: str, **extra: str) -> Any:

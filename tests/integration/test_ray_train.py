@@ -1,0 +1,71 @@
+"""A 2-worker DDP job under Ray Train on the CPU: it learns, and after the
+job is killed outright (SIGKILL, no chance to checkpoint) running it again
+resumes from the last checkpoint instead of starting over."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trainpipe_trainer.contract.evidence import Evidence
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _run(config_path: Path, log: Path) -> subprocess.Popen:
+    # A session of its own: killing the group kills the driver and the local
+    # Ray cluster it started, as a node failure would.
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainpipe_trainer.run", "--config", str(config_path)],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def _epochs_done(run_dir: Path) -> int:
+    metrics = run_dir / "logs" / "metrics.json"
+    try:
+        return len(json.loads(metrics.read_text())["epochs"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_ray_train_ddp_learns_and_resumes_after_the_job_is_killed(tmp_path: Path, make_job) -> None:
+    config = make_job(
+        "ray-digits",
+        resources={"workers": 2, "cpusPerWorker": 1},
+        ray={"enabled": True, "maxFailures": 1},
+        data={"imageSize": 16, "batchSize": 32},
+        train={"epochs": 6, "lr": 0.002},
+    )
+    run_dir = Path(config.run_dir)
+    config_path = tmp_path / "job.yaml"
+    config_path.write_text(config.to_yaml())
+
+    first = _run(config_path, tmp_path / "first.log")
+    deadline = time.monotonic() + 300
+    while _epochs_done(run_dir) < 2:
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "two epochs did not finish in 300 s"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+    assert not (run_dir / "evidence.json").exists()  # it died without a word
+
+    second = _run(config_path, tmp_path / "second.log")
+    assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    evidence = Evidence.read(run_dir / "evidence.json")
+    assert evidence.status == "completed"
+    assert evidence.world_size == 2
+    assert evidence.resumed_from_epoch is not None and evidence.resumed_from_epoch >= 2
+    assert [e.num for e in evidence.epochs] == [1, 2, 3, 4, 5, 6]
+    assert evidence.epochs[-1].val_acc > 0.8  # chance is 0.1
+    assert evidence.checkpoints["best"].loads and evidence.checkpoints["last"].epoch == 6
+    assert "Resumed from" in (run_dir / "logs" / "training.log").read_text()
