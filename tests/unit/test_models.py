@@ -8,7 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from trainpipe_trainer.models import ModelBuildRequest, UnknownModelError, build_model, registered_names
+from trainpipe_trainer.models import (
+    ModelBuildRequest,
+    UnknownModelError,
+    build_model,
+    registered_names,
+)
 from trainpipe_trainer.models.registry import PretrainedWeightsError, register
 
 

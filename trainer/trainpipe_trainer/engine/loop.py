@@ -248,6 +248,7 @@ class Engine:
         self.train_sampler.set_start(p.batches_done * batch_size)
         self.model.train()
         window_start, window_samples = time.perf_counter(), 0
+        step_start, step_samples = window_start, 0
         nonfinite_in_window = False
         micro = p.batches_done
         for inputs, targets in self.train_loader:
@@ -266,6 +267,7 @@ class Engine:
                 scaled = loss / accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             window_samples += targets.shape[0]
+            step_samples += targets.shape[0]
             if math.isfinite(loss_value):
                 p.epoch_sums.add_batch(loss_value, logits, targets)
             else:
@@ -275,10 +277,17 @@ class Engine:
             self._optimizer_step(epoch, micro, loss_value, nonfinite_in_window)
             nonfinite_in_window = False
             p.batches_done = micro
+            now = time.perf_counter()
+            if self.telemetry:
+                world_samples = step_samples * self.ctx.world_size
+                self.telemetry.on_step(
+                    loss_value, self.optimizer.param_groups[0]["lr"], self.last_grad_norm,
+                    world_samples / max(now - step_start, 1e-9), world_samples,
+                )
+            step_start, step_samples = now, 0
             if p.global_step % self.cfg.log_every_steps == 0:
-                elapsed = time.perf_counter() - window_start
-                self._log_step(epoch, loss_value, window_samples * self.ctx.world_size / max(elapsed, 1e-9))
-                window_start, window_samples = time.perf_counter(), 0
+                self._log_step(epoch, loss_value, window_samples * self.ctx.world_size / max(now - window_start, 1e-9))
+                window_start, window_samples = now, 0
             if self.on_step:
                 self.on_step(p.global_step)
             if any_rank(self.stop.requested, self.ctx):
@@ -323,8 +332,6 @@ class Engine:
             "step %d epoch %d loss=%.4f lr=%.3g grad_norm=%.3f samples/s=%.1f",
             self.progress.global_step, epoch + 1, loss, lr, self.last_grad_norm or 0.0, samples_per_second,
         )
-        if self.telemetry:
-            self.telemetry.on_step(loss, lr, self.last_grad_norm, samples_per_second, self.config.data.batch_size)
 
     # --------------------------------------------------------------- validate
     @torch.no_grad()
@@ -434,13 +441,14 @@ class Engine:
     def _save_epoch_checkpoints(self, completed: int, record: EpochRecord, improved: bool) -> None:
         rng = self._gather_rng()
         if self.ctx.is_main:
-            state = self._state(record.val_loss, rng)
-            self._save(state, "last_model.pt")
-            if improved:
-                self._save(state, "best_model.pt")
-            if completed % self.cfg.checkpoint_every == 0:
-                self._save(state, f"checkpoint_epoch_{completed}.pt")
-                ckpt.apply_retention(self.ckpt_dir, keep=self.cfg.keep_periodic)
+            self._save(self._state(record.val_loss, rng), "last_model.pt")
+            last = self.ckpt_dir / "last_model.pt"
+            copies = (["best_model.pt"] if improved else []) + (
+                [f"checkpoint_epoch_{completed}.pt"] if completed % self.cfg.checkpoint_every == 0 else []
+            )
+            for name in copies:  # the same state: link, don't serialize again
+                self.checkpoint_seconds[-1] += ckpt.copy_checkpoint(last, self.ckpt_dir / name).seconds
+            ckpt.apply_retention(self.ckpt_dir, keep=self.cfg.keep_periodic)
         barrier(self.ctx)
 
     def _save_interrupt_checkpoint(self, epoch: int) -> None:
