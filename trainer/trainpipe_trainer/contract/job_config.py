@@ -139,7 +139,6 @@ class JobConfig(_Model):
     labels: dict[str, str] = Field(
         default_factory=dict, description="added to every exported metric (pipeline, phase, ...)"
     )
-    phase_budget_seconds: float | None = Field(None, gt=0)
 
     def config_hash(self) -> str:
         """Hash of what changes the trained result (not where it is written)."""
