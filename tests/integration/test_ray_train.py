@@ -69,3 +69,34 @@ def test_ray_train_ddp_learns_and_resumes_after_the_job_is_killed(tmp_path: Path
     assert evidence.epochs[-1].val_acc > 0.8  # chance is 0.1
     assert evidence.checkpoints["best"].loads and evidence.checkpoints["last"].epoch == 6
     assert "Resumed from" in (run_dir / "logs" / "training.log").read_text()
+
+
+def test_sigterm_to_the_ray_driver_checkpoints_every_worker_and_exits_resumable(tmp_path: Path, make_job) -> None:
+    """What `ray job stop` does: SIGTERM to the driver. The workers stop at
+    the same step, rank 0 checkpoints, the driver exits 75."""
+    config = make_job(
+        "ray-sigterm",
+        resources={"workers": 2, "cpusPerWorker": 1},
+        data={"imageSize": 16, "batchSize": 32},
+        ray={"enabled": True},
+        train={"epochs": 30, "logEverySteps": 1},
+    )
+    run_dir = Path(config.run_dir)
+    config_path = tmp_path / "job.yaml"
+    config_path.write_text(config.to_yaml())
+    proc = _run(config_path, tmp_path / "driver.log")
+    deadline = time.monotonic() + 300
+    while _epochs_done(run_dir) < 1:
+        assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=180) == 75, (tmp_path / "driver.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    evidence = Evidence.read(run_dir / "evidence.json")
+    assert evidence.status == "interrupted" and "SIGTERM" in evidence.reason
+    assert evidence.world_size == 2
+    assert "Interrupted (SIGTERM): checkpoint written" in (run_dir / "logs" / "training.log").read_text()

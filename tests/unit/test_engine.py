@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -46,14 +47,20 @@ def losses(evidence) -> list[tuple[float, float, float]]:  # type: ignore[no-unt
     return [(e.train_loss, e.val_loss, e.val_acc) for e in evidence.epochs]
 
 
-def test_resume_mid_epoch_reports_the_same_losses_as_an_uninterrupted_run(make_job) -> None:
-    overrides = {"train": {"epochs": 3, "dropout": 0.3}, "data": {"augment": ["rotation", "crop"]}}
+@pytest.mark.parametrize(
+    "loader_workers", [0, pytest.param(2, marks=pytest.mark.slow, id="2-loader-workers")]
+)
+def test_resume_mid_epoch_reports_the_same_losses_as_an_uninterrupted_run(make_job, loader_workers: int) -> None:
+    overrides = {
+        "train": {"epochs": 3, "dropout": 0.3},
+        "data": {"augment": ["rotation", "crop"], "numWorkers": loader_workers},
+    }
     straight = run_job(make_job("straight", **overrides), stop=StopSignal())
     assert straight.status == "completed"
 
     interrupted_cfg = make_job("interrupted", **overrides)
     stop = StopSignal()
-    steps_per_epoch = len(straight.epochs) and math.ceil(1437 / 64)  # digits: 1437 train samples at 0.8
+    steps_per_epoch = math.ceil(1437 / 64)  # digits: 1,437 training samples at a 0.8 split
     stop_at = steps_per_epoch + 7  # mid-way through epoch 2
 
     def request_stop(step: int) -> None:

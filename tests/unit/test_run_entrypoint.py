@@ -121,3 +121,18 @@ def test_the_embedded_default_job_is_the_example_file() -> None:
     from trainpipe_operator.cli import default_job_path
 
     assert default_job_path().read_text() == (REPO / "examples" / "digits-job.yaml").read_text()
+
+
+def test_trainpipe_train_runs_a_job_config_and_reports_bad_ones(tmp_path: Path, make_job) -> None:
+    trainpipe = Path(sys.executable).parent / "trainpipe"
+    config = make_job("cli", train={"epochs": 1})
+    config_path = tmp_path / "job.yaml"
+    config_path.write_text(config.to_yaml())
+    ok = subprocess.run([str(trainpipe), "train", "--config", str(config_path)], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert Evidence.read(Path(config.run_dir) / "evidence.json").status == "completed"
+
+    config_path.write_text(config_path.read_text().replace("epochs: 1", "epochs: -3"))
+    bad = subprocess.run([str(trainpipe), "train", "--config", str(config_path)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == exit_codes.CONFIG_ERROR
+    assert "train.epochs" in bad.stderr and "-3" in bad.stderr

@@ -135,6 +135,13 @@ def run_job(
     if ctx.is_main:
         evidence.write(run_dir / "evidence.json")
         _write_metrics_json(run_dir, evidence.epochs)
+        if evidence.epochs:
+            from trainpipe_trainer.engine.curves import save_learning_curves
+
+            try:
+                save_learning_curves(evidence.epochs, run_dir / "learning_curves.png")
+            except Exception:  # noqa: BLE001 - a plot never fails a finished job
+                log.warning("learning_curves.png not written", exc_info=True)
     return evidence
 
 

@@ -146,9 +146,9 @@ def launch_ray(config: JobConfig) -> Evidence:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    _stop_signal(config)
     if not ray.is_initialized():
         ray.init(address=config.ray.address, log_to_driver=True)
+    _stop_signal(config)  # after ray.init, which installs a SIGTERM handler of its own
     res = config.resources
     per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
     if res.gpus_per_worker:

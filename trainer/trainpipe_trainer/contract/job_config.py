@@ -119,10 +119,24 @@ class RayConfig(_Model):
     run_name: str | None = Field(None, description="default: derived from the job name")
 
 
+class EvaluateConfig(_Model):
+    """For ``action: evaluate``: which checkpoint to test and export."""
+
+    checkpoint: str = Field(..., description="the checkpoint to evaluate (usually .../best_model.pt)")
+    export: list[Literal["onnx", "torchscript"]] = Field(default_factory=lambda: ["onnx", "torchscript"])
+    parity_samples: int = Field(64, ge=1, le=100000, description="test inputs compared across runtimes")
+
+
 class JobConfig(_Model):
-    """One training job. ``runDir`` is where every artifact of the job goes."""
+    """One job. ``runDir`` is where every artifact of the job goes.
+
+    ``action``: ``train`` (the engine), ``preflight`` (the Planning gate's
+    evidence: data report, a real batch, one finite forward/backward pass),
+    or ``evaluate`` (held-out test split once, then export and parity).
+    """
 
     name: str = "trainpipe-job"
+    action: Literal["train", "preflight", "evaluate"] = "train"
     run_dir: str
     seed: int = Field(42, ge=0, le=2**32 - 1)
     deterministic: bool = True
@@ -133,6 +147,7 @@ class JobConfig(_Model):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     fresh: bool = Field(False, description="discard existing checkpoints instead of resuming")
+    evaluate: EvaluateConfig | None = None
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="serve trainpipe_* metrics on this port (0: any free port)"
     )
@@ -158,3 +173,9 @@ class JobConfig(_Model):
         with open(path, encoding="utf-8") as handle:
             raw = yaml.safe_load(handle) or {}
         return cls.model_validate(raw)
+
+    @model_validator(mode="after")
+    def _evaluate_needs_settings(self) -> JobConfig:
+        if self.action == "evaluate" and self.evaluate is None:
+            raise ValueError("action: evaluate needs an `evaluate` section (evaluate.checkpoint)")
+        return self

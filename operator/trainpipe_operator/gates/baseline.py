@@ -1,0 +1,170 @@
+"""Phase 2, the post-baseline gate (seed 000): the execution checks, the report,
+the decision and the optional reproducibility re-run; and the decision itself.
+
+Check ids: the execution checks (see ``execution``), then report, decision,
+reproducible.
+"""
+
+from __future__ import annotations
+
+from trainpipe_operator.gates.checks import (
+    Check,
+    GateResult,
+    failed,
+    is_finite,
+    missing_sections,
+    passed,
+    skipped,
+    warned,
+)
+from trainpipe_operator.gates.execution import (
+    FINISHED,
+    NO_LEARNING_DECREASE,
+    best_val,
+    execution_checks,
+    loss_decrease_ratio,
+    nonfinite_epochs,
+    train_losses,
+)
+from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles
+from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_trainer.contract.evidence import Evidence
+
+GATE = "post-baseline"
+PHASE = "Baseline"
+REPORT_SECTIONS = (
+    "Configuration", "Final Metrics", "Training Profile", "Checkpoints",
+    "Learning Curves", "Decision", "Environment",
+)
+DECISIONS = ("deploy-baseline", "optimize", "fix")
+# The re-run matches "to 3 decimals" when every epoch's train loss differs by
+# less than half a unit in the 3rd decimal; "to 2 decimals" likewise.
+REPRO_MATCH_3DP = 5e-4
+REPRO_MATCH_2DP = 5e-3
+
+
+def check_report(files: RunFiles) -> Check:
+    ev = files.at(files.report_path)
+    threshold = ", ".join(REPORT_SECTIONS)
+    if not files.report_text or not files.report_text.strip():
+        return failed("report", 0, threshold, ev, "baseline_results.md is missing or empty.")
+    missing = missing_sections(files.report_text, REPORT_SECTIONS)
+    present = len(REPORT_SECTIONS) - len(missing)
+    if missing:
+        return failed("report", present, threshold, ev,
+                      f"baseline_results.md lacks the section(s): {', '.join(missing)}.")
+    return passed("report", present, threshold, ev,
+                  f"baseline_results.md has all {len(REPORT_SECTIONS)} sections.")
+
+
+def check_decision(decision: str | None, files: RunFiles) -> Check:
+    ev = files.at(files.report_path)
+    threshold = " | ".join(DECISIONS)
+    if not decision:
+        return failed("decision", None, threshold, ev, "No decision was recorded for the next phase.")
+    if decision not in DECISIONS:
+        return failed("decision", decision, threshold, ev,
+                      f"Decision {decision!r} is not one of {', '.join(DECISIONS)}.")
+    where = {
+        "deploy-baseline": "target met: on to Finalization",
+        "optimize": "on to Diagnostics, then Optimization",
+        "fix": "the run failed: Diagnostics, then Baseline again",
+    }[decision]
+    return passed("decision", decision, threshold, ev, f"Decision: {decision} ({where}).")
+
+
+def check_reproducible(evidence: Evidence, rerun: Evidence | None, files: RunFiles, spec: PipelineSpec) -> Check:
+    """Optional and never mandatory: the per-epoch train losses of a re-run with
+    the same seed match to 3 decimals (pass), to 2 only (warn), or not (fail)."""
+    ev = files.at("reproducibility/evidence.json")
+    if not spec.gates.reproducibility:
+        return skipped("reproducible", "not requested (spec.gates.reproducibility is false)", ev,
+                       mandatory=False)
+    threshold = REPRO_MATCH_3DP
+    if rerun is None:
+        return failed("reproducible", None, threshold, ev,
+                      "A re-run was requested but there is no re-run evidence to compare.", mandatory=False)
+    first = [e.train_loss for e in evidence.epochs]
+    second = [e.train_loss for e in rerun.epochs]
+    if not first or len(first) != len(second):
+        return failed("reproducible", None, threshold, ev,
+                      f"The runs differ in length ({len(first)} vs {len(second)} epochs).", mandatory=False)
+    if not all(is_finite(a) and is_finite(b) for a, b in zip(first, second)):
+        return failed("reproducible", None, threshold, ev,
+                      "A train loss is not finite in one of the runs.", mandatory=False)
+    diffs = [abs(a - b) for a, b in zip(first, second)]
+    worst = max(diffs)
+    epoch = evidence.epochs[diffs.index(worst)].num
+    value = float(f"{worst:.3g}")
+    if worst < REPRO_MATCH_3DP:
+        return passed("reproducible", value, threshold, ev,
+                      f"The re-run's train losses match to 3 decimals over {len(first)} epochs "
+                      f"(largest difference {worst:.2e}).", mandatory=False)
+    if worst < REPRO_MATCH_2DP:
+        return warned("reproducible", value, threshold, ev,
+                      f"The re-run's train losses match to 2 decimals but not 3 (largest difference "
+                      f"{worst:.2e} at epoch {epoch}): minor nondeterminism.", mandatory=False)
+    return failed("reproducible", value, threshold, ev,
+                  f"The re-run's train losses diverge (largest difference {worst:.3g} at epoch {epoch}): "
+                  "the run is not reproducible.", mandatory=False)
+
+
+def evaluate_baseline(
+    evidence: Evidence,
+    files: RunFiles,
+    gpu: GpuMeasurement | None,
+    spec: PipelineSpec,
+    phase_budget_seconds: float | None,
+    decision: str | None,
+    reproducibility: Evidence | None,
+    *,
+    checkpoint_every: int | None = 1,
+) -> GateResult:
+    checks = execution_checks(evidence, files, gpu, spec, phase_budget_seconds,
+                              checkpoint_every=checkpoint_every)
+    checks += [
+        check_report(files),
+        check_decision(decision, files),
+        check_reproducible(evidence, reproducibility, files, spec),
+    ]
+    return GateResult(gate=GATE, phase=PHASE, checks=checks)
+
+
+def target_value(evidence: Evidence, spec: PipelineSpec) -> tuple[str, float | None]:
+    """(metric used, its best value) for a decision made before the test split
+    is touched: a test_acc target is judged on its proxy, the best val_acc."""
+    metric = spec.target.metric
+    used = "val_loss" if metric == "val_loss" else "val_acc"
+    return used, best_val(evidence, used)
+
+
+def decide_after_baseline(evidence: Evidence, gate_passed_execution: bool, spec: PipelineSpec) -> tuple[str, str]:
+    """(decision, reason): "fix" when the run crashed, went non-finite, did not
+    learn or failed a mandatory execution check; "deploy-baseline" when the
+    target is met; "optimize" otherwise."""
+    if evidence.status not in FINISHED or not evidence.completed:
+        detail = f": {evidence.reason}" if evidence.reason else ""
+        return "fix", f"the baseline did not complete (status {evidence.status}{detail})"
+    if not evidence.epochs:
+        return "fix", "the baseline finished no epoch"
+    bad = nonfinite_epochs(evidence)
+    if bad:
+        return "fix", f"non-finite losses ({bad[0]}): lower the learning rate or clip gradients"
+    initial, final = train_losses(evidence)
+    ratio = loss_decrease_ratio(evidence)
+    if ratio is None or ratio < NO_LEARNING_DECREASE:
+        shown = "n/a" if ratio is None else f"{ratio:.1%}"
+        return "fix", (f"no learning: train loss {initial} -> {final} (decrease {shown}, "
+                       f"under {NO_LEARNING_DECREASE:.0%})")
+    if not gate_passed_execution:
+        return "fix", "a mandatory execution check failed (see the post-baseline gate)"
+    used, value = target_value(evidence, spec)
+    target = spec.target
+    proxy = (" (test_acc is only measured at finalization; the best val_acc stands in for it)"
+             if target.metric == "test_acc" else "")
+    best = "min" if used == "val_loss" else "max"
+    if value is not None and target.met(value):
+        return "deploy-baseline", (f"target met: {best} {used} {value:.4f} vs target {target.metric} "
+                                   f"{target.value}{proxy}")
+    shown = "n/a" if value is None else f"{value:.4f}"
+    return "optimize", f"target not met: {best} {used} {shown} vs target {target.metric} {target.value}{proxy}"

@@ -1,0 +1,65 @@
+"""What the gates read besides ``evidence.json``: the run's text files and the
+GPU measurement. The runner (local or operator) reads the files and queries
+Prometheus; the gates stay pure functions of these values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+def join_path(run_dir: str, name: str) -> str:
+    """``02_baseline`` + ``logs/metrics.json`` -> ``02_baseline/logs/metrics.json``:
+    the evidence path a check records, relative to the pipeline's root."""
+    if not run_dir:
+        return name
+    return f"{run_dir.rstrip('/')}/{name.lstrip('/')}"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """A phase's text artifacts, as read by the runner; None: the file is missing.
+
+    ``run_dir`` is the phase folder relative to the pipeline's root (e.g.
+    ``02_baseline``); it prefixes every evidence path a check records.
+    """
+
+    log_text: str | None = None
+    metrics_json: dict[str, Any] | None = None
+    report_text: str | None = None  # baseline_results.md (Phase 2)
+    report_path: str = "baseline_results.md"
+    run_dir: str = ""
+    log_path: str = "logs/training.log"
+    metrics_path: str = "logs/metrics.json"
+
+    def at(self, name: str) -> str:
+        return join_path(self.run_dir, name)
+
+
+@dataclass(frozen=True)
+class GpuMeasurement:
+    """Mean GPU utilization over the job, from Prometheus (or NVML).
+
+    * ``util_mean`` set: measured, in percent (0-100).
+    * ``util_mean`` None and ``reason`` set: not applicable (no GPU allocated,
+      no series for the job): the check is skipped with that reason.
+    * ``error`` set: the source was unreachable or answered an error: the check
+      fails and says so (a gate never passes on a measurement it could not make).
+
+    ``sm_active`` is ``DCGM_FI_PROF_SM_ACTIVE`` as a fraction (0-1), None where
+    the exporter does not publish it.
+    """
+
+    util_mean: float | None = None
+    sm_active: float | None = None
+    source: str = "prometheus: DCGM_FI_DEV_GPU_UTIL"
+    reason: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def not_applicable(cls, reason: str, source: str = "prometheus") -> GpuMeasurement:
+        return cls(util_mean=None, source=source, reason=reason)
+
+    @classmethod
+    def unreachable(cls, error: str, source: str = "prometheus") -> GpuMeasurement:
+        return cls(util_mean=None, source=source, error=error)

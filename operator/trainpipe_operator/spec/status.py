@@ -1,0 +1,94 @@
+"""The status: the pipeline's whole state. The operator writes it to the
+resource's status subresource; the local runner writes the same shape to
+``state.json``. Everything here is derived from evidence the jobs wrote and
+decisions the phase machine took, so a person can see why it moved."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from trainpipe_operator.spec.base import CamelModel
+
+Phase = Literal[
+    "Pending", "Planning", "Baseline", "Diagnostics", "Optimization",
+    "Finalization", "AwaitingApproval", "Succeeded", "Failed",
+]
+PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
+CheckOutcome = Literal["pass", "warn", "fail", "skip"]
+
+
+class Condition(CamelModel):
+    """Kubernetes API conventions' condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(..., pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class CheckStatus(CamelModel):
+    id: str
+    result: CheckOutcome
+    mandatory: bool = True
+    value: str | float | int | bool | None = None
+    threshold: str | float | int | None = None
+    evidence: str = ""
+    message: str = ""
+
+
+class GateStatus(CamelModel):
+    gate: str
+    phase: str
+    passed: bool
+    iteration: int = 0
+    evaluated_at: str
+    checks: list[CheckStatus] = Field(default_factory=list)
+
+
+class JobStatus(CamelModel):
+    submission_id: str | None = None
+    phase: str | None = None
+    state: str | None = None  # PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED, INTERRUPTED
+    attempt: int = 0
+    resumed_from_epoch: int | None = None
+    exit_code: int | None = None
+    message: str = ""
+
+
+class MetricsStatus(CamelModel):
+    best_val_acc: float | None = None
+    best_val_loss: float | None = None
+    final_train_loss: float | None = None
+    test_acc: float | None = None
+    gpu_util_mean: float | None = None
+    target_metric: str | None = None
+    target_value: float | None = None
+    best_target_metric: float | None = None
+
+
+class Decision(CamelModel):
+    phase: str
+    decision: str
+    reason: str
+    time: str
+    iteration: int = 0
+
+
+class PipelineStatus(CamelModel):
+    phase: Phase = "Pending"
+    message: str = ""
+    observed_generation: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    iteration: int = 0
+    baseline_attempts: int = 0
+    conditions: list[Condition] = Field(default_factory=list)
+    gates: dict[str, GateStatus] = Field(default_factory=dict)
+    job: JobStatus = Field(default_factory=JobStatus)
+    metrics: MetricsStatus = Field(default_factory=MetricsStatus)
+    decisions: list[Decision] = Field(default_factory=list)
+    artifacts: dict[str, str] = Field(default_factory=dict)
