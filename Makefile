@@ -29,7 +29,7 @@ system-deps:
 	  { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }; }
 
 run: venv
-	$(BIN)/trainpipe train --run-dir $(RUN_DIR)
+	$(BIN)/trainpipe run examples/digits.yaml --run-dir $(RUN_DIR)
 
 test: venv system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -10,6 +10,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from trainpipe_operator.commands import run as commands
+
 DEFAULT_JOB = "digits_job.yaml"
 
 
@@ -41,6 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fresh", action="store_true", help="discard checkpoints instead of resuming")
     train.add_argument("--no-ray", action="store_true", help="train without Ray")
     train.set_defaults(func=cmd_train)
+
+    run = sub.add_parser("run", help="run a TrainingPipeline on this machine, every phase and gate")
+    run.add_argument("pipeline", type=Path, help="the TrainingPipeline manifest (the file kubectl applies)")
+    run.add_argument("--run-dir", type=Path, help="where the run goes (default: runs/<metadata.name>)")
+    run.add_argument("--fresh", action="store_true", help="start over, discarding the run directory")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.set_defaults(func=lambda a: commands.run(a.pipeline, a.run_dir, a.fresh, a.quiet))
+
+    validate = sub.add_parser("validate", help="check a manifest; one line per problem, exit 2 when invalid")
+    validate.add_argument("pipeline", type=Path)
+    validate.set_defaults(func=lambda a: commands.validate(a.pipeline))
+
+    status = sub.add_parser("status", help="phase, gates with their checks, decisions and artifacts of a run")
+    status.add_argument("run_dir", type=Path)
+    status.set_defaults(func=lambda a: commands.show_status(a.run_dir))
+
+    approve = sub.add_parser("approve", help="approve a run waiting in AwaitingApproval")
+    approve.add_argument("run_dir", type=Path)
+    approve.add_argument("--by", help="who approves (default: the current user)")
+    approve.set_defaults(func=lambda a: commands.approve(a.run_dir, a.by))
     return parser
 
 

@@ -24,7 +24,6 @@ raised past the report.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import warnings
@@ -92,7 +91,7 @@ def export_model(
             reference = cpu_model(inputs).numpy()
     except Exception as exc:  # noqa: BLE001 - recorded, never raised past the report
         for fmt in formats:
-            report.artifacts.append(ExportArtifact(format=fmt, error=f"cannot run the model: {_error(exc)}"))  # type: ignore[arg-type]
+            report.artifacts.append(ExportArtifact(format=fmt, error=f"cannot run the model: {_error(exc)}"))
         report.ok = False
         report.write(run_dir / EXPORT_FILE)
         return report
@@ -103,7 +102,7 @@ def export_model(
         elif fmt == "torchscript":
             artifact, parity = _export_program(cpu_model, example, run_dir, inputs, reference)
         else:
-            artifact = ExportArtifact.model_construct(format=fmt, error=f"unknown export format {fmt!r}")  # type: ignore[arg-type]
+            artifact = ExportArtifact(format=fmt, error=f"unknown export format {fmt!r} (onnx, torchscript)")
             parity = None
         report.artifacts.append(artifact)
         if parity is not None:
@@ -156,28 +155,35 @@ def compare(
 
 # ----------------------------------------------------------------------- ONNX
 def _onnx_export(model: nn.Module, example: torch.Tensor, path: Path, notes: list[str]) -> tuple[str, int]:
-    """Write ``path``; returns (exporter, opset). Dynamo first, then the legacy exporter."""
+    """Write ``path`` (through a temp file and a rename); returns (exporter,
+    opset). The dynamo exporter first, then the TorchScript-based one."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     path.unlink(missing_ok=True)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model, (example,), str(path), dynamo=True, opset_version=DYNAMO_OPSET,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False,
-            )
-        return "torch.onnx.export(dynamo=True)", DYNAMO_OPSET
-    except Exception as exc:  # noqa: BLE001 - fall back to the TorchScript-based exporter
-        notes.append(f"dynamo exporter unavailable ({_error(exc)}); used dynamo=False")
-        path.unlink(missing_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # it warns that it is the legacy exporter
-        torch.onnx.export(
-            model, (example,), str(path), dynamo=False, opset_version=LEGACY_OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        )
-    return "torch.onnx.export(dynamo=False)", LEGACY_OPSET
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    model, (example,), str(tmp), dynamo=True, opset_version=DYNAMO_OPSET,
+                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False,
+                )
+            exporter, opset = "torch.onnx.export(dynamo=True)", DYNAMO_OPSET
+        except Exception as exc:  # noqa: BLE001 - fall back to the TorchScript-based exporter
+            notes.append(f"dynamo exporter unavailable ({_error(exc)}); used dynamo=False")
+            tmp.unlink(missing_ok=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # it warns that it is the legacy exporter
+                torch.onnx.export(
+                    model, (example,), str(tmp), dynamo=False, opset_version=LEGACY_OPSET,
+                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                )
+            exporter, opset = "torch.onnx.export(dynamo=False)", LEGACY_OPSET
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return exporter, opset
 
 
 def _export_onnx(
@@ -256,7 +262,7 @@ def _load_program(path: Path, kind: str | None) -> Callable[[torch.Tensor], torc
 
 def _save_pt2(model: nn.Module, example: torch.Tensor, path: Path, artifact: ExportArtifact) -> None:
     program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
         torch.export.save(program, str(tmp))
         tmp.replace(path)
@@ -284,8 +290,8 @@ def _check_loads(path: Path, artifact: ExportArtifact, example: torch.Tensor) ->
     another size than the one it was exported with (the batch is dynamic)."""
     loaded = _load_program(path, artifact.kind)
     batch = torch.cat([example, example[:1]])
-    with torch.no_grad(), contextlib.suppress(AttributeError):
+    with torch.no_grad():
         out = loaded(batch)
-        if tuple(out.shape[:1]) != (batch.shape[0],):
-            raise RuntimeError(f"loaded {path.name} returned shape {list(out.shape)} for a batch of {batch.shape[0]}")
+    if tuple(out.shape[:1]) != (batch.shape[0],):
+        raise RuntimeError(f"loaded {path.name} returned shape {list(out.shape)} for a batch of {batch.shape[0]}")
     artifact.checker_ok = True

@@ -15,16 +15,25 @@ import socket
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainpipe_trainer.contract.evidence import Evidence, ExceptionInfo
 from trainpipe_trainer.contract.job_config import JobConfig
+from trainpipe_trainer.contract.results import PreflightReport
+
+if TYPE_CHECKING:
+    from trainpipe_trainer.evaluate import EvaluateJobResult
 
 log = logging.getLogger("trainpipe.train")
 
 
-def launch(config: JobConfig) -> Evidence:
+def launch(config: JobConfig) -> Evidence | PreflightReport | EvaluateJobResult:
     """Prepare the run directory and start the job's workers.
+
+    ``action: train`` returns the evidence. ``preflight`` and ``evaluate`` are
+    one-process jobs run here, in this process (no Ray Train: submitted as a
+    Ray job, the driver runs them), returning their report / result; they
+    never touch checkpoints, so ``fresh`` does not apply to them.
 
     ``fresh`` is applied here, once, never by a (possibly restarted) worker.
     """
@@ -34,6 +43,14 @@ def launch(config: JobConfig) -> Evidence:
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "job.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    if config.action == "preflight":
+        from trainpipe_trainer.preflight import run_preflight
+
+        return run_preflight(config)
+    if config.action == "evaluate":
+        from trainpipe_trainer.evaluate import run_evaluate_job
+
+        return run_evaluate_job(config)
     (run_dir / STOP_FILE).unlink(missing_ok=True)
     (run_dir / "evidence.json").unlink(missing_ok=True)
     if config.fresh:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from trainpipe_trainer.contract.data_report import SPLITS
 from trainpipe_trainer.contract.job_config import JobConfig
@@ -66,7 +66,7 @@ def job_device(config: JobConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def one_batch(config: JobConfig, dataset: Dataset, shuffle: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def one_batch(config: JobConfig, dataset: Any, shuffle: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The first batch of a DataLoader built with the job's loader settings."""
     from trainpipe_trainer.data import EpochSampler
 

@@ -7,6 +7,10 @@ torch DDP without Ray) and exits with a code the control plane understands:
     1   failed (the reason is in evidence.json)
     2   the job config is invalid (one line per problem on stderr)
     75  interrupted at a step boundary, checkpoint written: run again to resume
+
+``action: preflight`` and ``action: evaluate`` exit 0 when their report is ok
+(preflight.json ``ok``; test evaluated and every export checked and matching
+PyTorch), 1 otherwise, 2 for an invalid config.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pydantic import ValidationError
 
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.job_config import JobConfig
+from trainpipe_trainer.contract.results import PreflightReport
 from trainpipe_trainer.contract.validation_errors import format_validation_error
 from trainpipe_trainer.engine import exit_codes
 
@@ -66,7 +71,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from trainpipe_trainer.launch import launch
 
-    evidence: Evidence = launch(config)
+    result = launch(config)
+    if not isinstance(result, Evidence):  # preflight / evaluate: 0 when the report is ok
+        if isinstance(result, PreflightReport):
+            detail = result.error or f"see {Path(config.run_dir) / 'preflight.json'}"
+        else:
+            detail = result.reason
+        outcome = "passed" if result.ok else "FAILED"
+        print(f"trainpipe: {config.action} {config.name} {outcome}: {detail}", file=sys.stderr)
+        return exit_codes.OK if result.ok else exit_codes.FAILED
+    evidence: Evidence = result
     print(f"trainpipe: job {config.name} {evidence.status}: {evidence.reason}", file=sys.stderr)
     return STATUS_EXIT[evidence.status]
 

@@ -89,10 +89,10 @@ def check_reproducible(evidence: Evidence, rerun: Evidence | None, files: RunFil
     if not first or len(first) != len(second):
         return failed("reproducible", None, threshold, ev,
                       f"The runs differ in length ({len(first)} vs {len(second)} epochs).", mandatory=False)
-    if not all(is_finite(a) and is_finite(b) for a, b in zip(first, second)):
+    if not all(is_finite(a) and is_finite(b) for a, b in zip(first, second, strict=True)):
         return failed("reproducible", None, threshold, ev,
                       "A train loss is not finite in one of the runs.", mandatory=False)
-    diffs = [abs(a - b) for a, b in zip(first, second)]
+    diffs = [abs(a - b) for a, b in zip(first, second, strict=True)]
     worst = max(diffs)
     epoch = evidence.epochs[diffs.index(worst)].num
     value = float(f"{worst:.3g}")

@@ -78,6 +78,18 @@ class Decision(CamelModel):
     iteration: int = 0
 
 
+class RunResult(CamelModel):
+    """One training run the pipeline made, and how it scored."""
+
+    phase: str
+    iteration: int = 0
+    run_dir: str
+    status: str
+    target_metric: float | None = None
+    best_val_acc: float | None = None
+    best_val_loss: float | None = None
+
+
 class PipelineStatus(CamelModel):
     phase: Phase = "Pending"
     message: str = ""
@@ -86,6 +98,10 @@ class PipelineStatus(CamelModel):
     finished_at: str | None = None
     iteration: int = 0
     baseline_attempts: int = 0
+    diagnostics_runs: int = 0
+    budget_exhausted: bool = False
+    best_run: str | None = None
+    runs: list[RunResult] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
     gates: dict[str, GateStatus] = Field(default_factory=dict)
     job: JobStatus = Field(default_factory=JobStatus)

@@ -59,9 +59,9 @@ class SplitBatchCheck(_Result):
 
     ok: bool
     error: str | None = None
-    samples: int = Field(0, description="samples in the split")
+    samples: int = Field(default=0, description="samples in the split")
     batch_shape: list[int] | None = None
-    skipped: bool = Field(False, description="the split is empty because its fraction is 0")
+    skipped: bool = Field(default=False, description="the split is empty because its fraction is 0")
 
 
 class PreflightReport(_Result):
@@ -77,7 +77,7 @@ class PreflightReport(_Result):
     batch_shape: list[int] = Field(default_factory=list, description="the train batch, NCHW")
     batch_dtype: str = ""
     labels_in_range: bool = False
-    loss: float | None = Field(None, description="cross-entropy of the train batch (NaN as null)")
+    loss: float | None = Field(default=None, description="cross-entropy of the train batch (NaN as null)")
     loss_finite: bool = False
     grads_finite: bool = False
     params_with_nonfinite_grad: list[str] = Field(default_factory=list)
@@ -116,7 +116,7 @@ class TestEvaluation(_Result):
     samples: int
     accuracy: float
     top5: float = Field(description="top-k accuracy with k = min(5, class count)")
-    loss: float
+    loss: float | None = Field(description="mean cross-entropy; null when not finite")
     per_class: list[ClassMetrics]
     macro_f1: float
     confusion_matrix: list[list[int]]
@@ -126,30 +126,27 @@ class TestEvaluation(_Result):
     checkpoint_val_loss: float | None = None
     model: str = ""
     data_source: str = ""
-    split_fingerprint: str = Field("", description="the data report's: the same split as training")
+    split_fingerprint: str = Field(default="", description="the data report's: the same split as training")
     confusion_png: str = "confusion_matrix.png"
     evaluated_at: str
 
 
 # --------------------------------------------------------------------- export
-ExportFormat = Literal["onnx", "torchscript"]
-
-
 class ExportArtifact(_Result):
     """One exported file. For ``torchscript`` the artifact is a
     ``torch.export`` program (``model.pt2``) where that works, else a traced
     TorchScript module (``model.ts``); ``kind`` says which and ``load`` how."""
 
-    format: ExportFormat
+    format: str = Field(description="as requested: onnx or torchscript")
     kind: Literal["onnx", "torch.export", "torch.jit.trace"] | None = None
-    path: str | None = Field(None, description="relative to the run directory")
+    path: str | None = Field(default=None, description="relative to the run directory")
     bytes: int = 0
     checker_ok: bool = Field(
-        False, description="onnx: onnx.checker.check_model passed; others: loaded back and ran"
+        default=False, description="onnx: onnx.checker.check_model passed; others: loaded back and ran"
     )
-    exporter: str | None = Field(None, description="the exporter used, e.g. torch.onnx.export(dynamo=False)")
+    exporter: str | None = Field(default=None, description="the exporter used, e.g. torch.onnx.export(dynamo=False)")
     notes: list[str] = Field(default_factory=list)
-    load: str = Field("", description="how to load it, one line of Python")
+    load: str = Field(default="", description="how to load it, one line of Python")
     error: str | None = None
 
 
@@ -162,7 +159,7 @@ class ParityCheck(_Result):
     rtol: float = PARITY_RTOL
     atol: float = PARITY_ATOL
     allclose: bool = False
-    top1_agree: int = Field(0, description="inputs whose top-1 class is the same")
+    top1_agree: int = Field(default=0, description="inputs whose top-1 class is the same")
     top1_agree_all: bool = False
     error: str | None = None
 

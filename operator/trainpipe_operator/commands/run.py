@@ -1,0 +1,121 @@
+"""``trainpipe run``, ``validate``, ``status`` and ``approve``: the local
+runner's commands."""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from trainpipe_operator.pipeline import rundir
+from trainpipe_operator.pipeline.launchers import Launcher, ProcessLauncher, RayJobLauncher
+from trainpipe_operator.pipeline.progress import Progress
+from trainpipe_operator.pipeline.runner import JobFailedToStart, LocalRunner, PipelineInterrupted
+from trainpipe_operator.spec.load import ManifestError, load_manifest
+from trainpipe_operator.spec.pipeline import TrainingPipeline
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def validate(path: Path) -> int:
+    try:
+        pipeline = load_manifest(path)
+    except ManifestError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{path}: valid TrainingPipeline {pipeline.metadata.name!r}")
+    return EXIT_OK
+
+
+def _launcher(pipeline: TrainingPipeline) -> tuple[Launcher, str]:
+    runtime = pipeline.spec.runtime
+    if runtime.type == "rayjob":
+        raise ManifestError(Path("."), [
+            "spec.runtime.type: 'rayjob' needs the operator on Kubernetes (KubeRay); "
+            "`trainpipe run` supports local and ray"])
+    if runtime.type == "ray":
+        return RayJobLauncher(runtime.ray.address), "ray"
+    return ProcessLauncher(), "local"
+
+
+def _prepare_run_dir(pipeline: TrainingPipeline, run_dir: Path, fresh: bool) -> None:
+    stored = run_dir / "pipeline.yaml"
+    if fresh and run_dir.exists():
+        if not (stored.exists() or (run_dir / "state.json").exists()):
+            raise ManifestError(run_dir, [f"{run_dir}: not a trainpipe run directory; refusing to delete it for --fresh"])
+        shutil.rmtree(run_dir)
+    if stored.exists():
+        before = TrainingPipeline.model_validate(yaml.safe_load(stored.read_text(encoding="utf-8")))
+        if before.spec != pipeline.spec:
+            raise ManifestError(run_dir, [
+                f"{run_dir} holds a run of a different spec; continue it with the same file, "
+                "or start over with --fresh (or another --run-dir)"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.write_yaml(stored, pipeline.dump())
+
+
+def run(path: Path, run_dir: Path | None, fresh: bool, quiet: bool = False) -> int:
+    try:
+        pipeline = load_manifest(path)
+        run_dir = run_dir or Path("runs") / pipeline.metadata.name
+        _prepare_run_dir(pipeline, run_dir, fresh)
+        launcher, runtime = _launcher(pipeline)
+    except ManifestError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return EXIT_INVALID
+    runner = LocalRunner(pipeline, run_dir, launcher, runtime, Progress(enabled=not quiet))
+    try:
+        status = runner.run()
+    except PipelineInterrupted as exc:
+        print(f"trainpipe: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except JobFailedToStart as exc:
+        print(f"trainpipe: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        close = getattr(launcher, "close", None)
+        if close:
+            close()
+    print(f"trainpipe: {pipeline.metadata.name}: {status.phase}: {status.message}")
+    print(f"trainpipe: summary: {run_dir / 'summary.md'}")
+    return EXIT_OK if status.phase in ("Succeeded", "AwaitingApproval") else EXIT_FAILED
+
+
+def show_status(run_dir: Path) -> int:
+    status = rundir.load_state(run_dir)
+    if status is None:
+        print(f"{run_dir}: no state.json: not a trainpipe run directory (or not started)", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"phase: {status.phase}  iteration: {status.iteration}  {status.message}")
+    for key, gate in status.gates.items():
+        print(f"gate {key}: {'passed' if gate.passed else 'FAILED'}")
+        for c in gate.checks:
+            print(f"  {c.result:4} {c.id}: value={c.value} threshold={c.threshold} ({c.evidence}) {c.message}")
+    print("decisions:")
+    for d in status.decisions:
+        print(f"  {d.time} {d.phase} -> {d.decision}: {d.reason}")
+    print("artifacts:")
+    for name, rel in sorted(status.artifacts.items()):
+        print(f"  {name}: {run_dir / rel}")
+    return EXIT_OK
+
+
+def approve(run_dir: Path, approver: str | None) -> int:
+    status = rundir.load_state(run_dir)
+    stored = run_dir / "pipeline.yaml"
+    if status is None or not stored.exists():
+        print(f"{run_dir}: not a trainpipe run directory", file=sys.stderr)
+        return EXIT_INVALID
+    if status.phase != "AwaitingApproval":
+        print(f"{run_dir}: the pipeline is in {status.phase}, not AwaitingApproval; nothing to approve", file=sys.stderr)
+        return EXIT_INVALID
+    pipeline = TrainingPipeline.model_validate(yaml.safe_load(stored.read_text(encoding="utf-8")))
+    runner = LocalRunner(pipeline, run_dir, ProcessLauncher(), "local", Progress(enabled=False))
+    status = runner.approve(status, approver or getpass.getuser())
+    print(f"trainpipe: {pipeline.metadata.name}: {status.phase}: {status.message}")
+    return EXIT_OK if status.phase == "Succeeded" else EXIT_FAILED

@@ -1,0 +1,221 @@
+"""``diagnostic_report.md`` (Phase 3) and ``optimization_results.md`` (Phase 4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from trainpipe_operator.diagnosis.direction import (
+    finite,
+    improvement,
+    lower_is_better,
+    metric_from_evidence,
+    target_met,
+    tracked_metric,
+)
+from trainpipe_operator.diagnosis.issues import Diagnosis
+from trainpipe_operator.diagnosis.recommendations import ConfigChange, Recommendation, fmt_value
+from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_trainer.contract.evidence import Evidence
+
+
+def render_diagnostic_report(
+    diagnosis: Diagnosis,
+    recommendations: Sequence[Recommendation],
+    evidence: Evidence,
+    iteration: int,
+    decision: tuple[str, str] | None = None,
+) -> str:
+    d, m = diagnosis, diagnosis.measurements
+    lines = [
+        f"# Diagnostic report: {evidence.job_name} (iteration {iteration})",
+        "",
+        "## Summary",
+        "",
+        f"- **Primary issue: {d.primary_issue}**"
+        + (" (infrastructure broken)" if d.infrastructure_broken else "")
+        + f": {_cell(d.why or d.summary)}",
+        f"- Secondary issues: {', '.join(d.secondary_issues) or 'none'}",
+        f"- Infrastructure broken: {'yes' if d.infrastructure_broken else 'no'}",
+        f"- Run: status {evidence.status}, {m.epochs}/{evidence.epochs_planned} epochs"
+        + (f", reason: {_cell(evidence.reason)}" if evidence.reason else ""),
+        f"- Target: {d.metric} {'<=' if d.lower_is_better else '>='} {d.target_value:g}; "
+        f"measured {_num(d.metric_value)}",
+        f"- Train acc {_num(m.train_acc)}, val acc {_num(m.val_acc)} (best {_num(m.best_val_acc)}), "
+        f"best val loss {_num(m.best_val_loss)}, GPU util "
+        + (f"{m.gpu_util:.0f}%" if m.gpu_util is not None else "n/a"),
+        "",
+        "## Signals",
+        "",
+        "| issue | signal | value | threshold | detail |",
+        "|---|---|---|---|---|",
+    ]
+    for s in sorted(d.signals, key=lambda s: s.rank):
+        lines.append(
+            f"| {s.issue} | {s.signal} | {_cell(_val(s.value))} | {_cell(_val(s.threshold))} | {_cell(s.message)} |"
+        )
+    lines += [
+        "",
+        "## Recommendations",
+        "",
+        "Ranked by expected impact (high first), then effort (low first). Expected gain is "
+        f"absolute, in {d.metric} (positive = better).",
+        "",
+        "| rank | title | changes | expected impact | expected gain | effort | rationale |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rank, r in enumerate(recommendations, start=1):
+        changes = "<br>".join(_cell(c.describe()) for c in r.changes) or "_requires a person_"
+        lines.append(
+            f"| {rank} | {_cell(r.title)} | {changes} | {r.expected_impact} | {r.expected_gain:.4f} | "
+            f"{r.effort} | {_cell(r.rationale)} |"
+        )
+    if not recommendations:
+        lines.append("| - | none | - | - | - | - | - |")
+    lines += ["", "## Decision", ""]
+    if decision is None:
+        lines.append("_pending_")
+    else:
+        lines.append(f"**{decision[0]}**: {decision[1]}")
+    return "\n".join(lines) + "\n"
+
+
+def render_optimization_results(
+    baseline: Evidence,
+    previous: Evidence | None,
+    current: Evidence,
+    changes: Sequence[ConfigChange],
+    iteration: int,
+    spec: PipelineSpec,
+    decision: tuple[str, str] | None = None,
+    skipped: Sequence[ConfigChange] = (),
+) -> str:
+    """``previous`` None: the first iteration, compared with the baseline only."""
+    metric = tracked_metric(spec.target.metric)
+    target = spec.target.value
+    runs = [("baseline", _snapshot(baseline, metric))]
+    if previous is not None:
+        runs.append((f"iteration {iteration - 1}", _snapshot(previous, metric)))
+    cur = _snapshot(current, metric)
+    runs.append((f"iteration {iteration}", cur))
+    base = runs[0][1]
+    prev = runs[-2][1]
+    header = "| metric | " + " | ".join(name for name, _ in runs) + " | Δ vs baseline |"
+    if previous is not None:
+        header += " Δ vs previous |"
+    lines = [
+        f"# Optimization results: iteration {iteration}",
+        "",
+        "## Summary",
+        "",
+        f"- Target: {metric} {'<=' if lower_is_better(metric) else '>='} {target:g}: "
+        + ("**met**" if target_met(cur["target"], target, metric) else "not met")
+        + f" ({_num(cur['target'])})",
+        f"- Versus baseline: {_delta(cur['target'], base['target'], metric)}"
+        + (f"; versus previous: {_delta(cur['target'], prev['target'], metric)}" if previous is not None else ""),
+        f"- Run: status {current.status}, {len(current.epochs)}/{current.epochs_planned} epochs",
+        "",
+        "## Comparison",
+        "",
+        header,
+        "|---" * (len(runs) + (3 if previous is not None else 2)) + "|",
+    ]
+    rows = [
+        ("val_acc", "val_acc"),
+        ("val_loss", "val_loss"),
+        ("train_loss", "train_loss"),
+        ("gap (train-val acc)", "gap"),
+        ("epochs", "epochs"),
+        ("time (s)", "time"),
+    ]
+    for label, key in rows:
+        cells = [_num(snap[key], key) for _, snap in runs]
+        row = f"| {label} | " + " | ".join(cells) + f" | {_diff(cur[key], base[key], key)} |"
+        if previous is not None:
+            row += f" {_diff(cur[key], prev[key], key)} |"
+        lines.append(row)
+    lines += ["", "## Applied changes", ""]
+    if changes:
+        lines += ["| path | old | new | recommendation |", "|---|---|---|---|"]
+        lines += [
+            f"| {c.path} | {_cell(fmt_value(c.old))} | {_cell(fmt_value(c.new))} | {c.recommendation_id} |"
+            for c in changes
+        ]
+    else:
+        lines.append("_none_")
+    if skipped:
+        lines += ["", "Skipped:", ""]
+        lines += [f"- {_cell(c.describe())} ({c.recommendation_id}): {_cell(c.note)}" for c in skipped]
+    lines += ["", "## Decision", ""]
+    lines.append("_pending_" if decision is None else f"**{decision[0]}**: {decision[1]}")
+    return "\n".join(lines) + "\n"
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def _snapshot(evidence: Evidence, metric: str) -> dict[str, Any]:
+    epochs = evidence.epochs
+    last = epochs[-1] if epochs else None
+    val_accs = [e.val_acc for e in epochs if finite(e.val_acc)]
+    val_losses = [e.val_loss for e in epochs if finite(e.val_loss)]
+    train_loss = evidence.final_train_loss if finite(evidence.final_train_loss) else (
+        last.train_loss if last else None
+    )
+    total = evidence.timings.total_seconds or sum(e.epoch_seconds for e in epochs)
+    return {
+        "target": metric_from_evidence(evidence, metric),
+        "val_acc": evidence.best_val_acc if finite(evidence.best_val_acc) else (max(val_accs) if val_accs else None),
+        "val_loss": evidence.best_val_loss if finite(evidence.best_val_loss) else (min(val_losses) if val_losses else None),
+        "train_loss": train_loss,
+        "gap": last.acc_gap if last else None,
+        "epochs": len(epochs),
+        "time": total,
+    }
+
+
+_LOWER_BETTER = {"val_loss", "train_loss", "gap", "time"}
+
+
+def _diff(new: Any, old: Any, key: str) -> str:
+    if not (finite(new) and finite(old)):
+        return "n/a"
+    delta = new - old
+    if key == "epochs":
+        return f"{delta:+d}"
+    if key == "time":
+        return f"{delta:+.1f}"
+    if delta == 0:
+        return "+0.0000"
+    better = delta < 0 if key in _LOWER_BETTER else delta > 0
+    return f"{delta:+.4f} ({'better' if better else 'worse'})"
+
+
+def _delta(new: float | None, old: float | None, metric: str) -> str:
+    if not (finite(new) and finite(old)):
+        return "n/a"
+    gain = improvement(new, old, metric)
+    word = "better" if gain > 0 else "worse" if gain < 0 else "unchanged"
+    return f"{new - old:+.4f} ({word})"
+
+
+def _num(value: Any, key: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if key == "epochs":
+        return str(value)
+    if key == "time":
+        return f"{value:.1f}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if finite(value) else str(value)
+    return str(value)
+
+
+def _val(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")

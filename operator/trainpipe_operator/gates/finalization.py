@@ -1,0 +1,232 @@
+"""Phase 5, the production-ready gate.
+
+Check ids, in order:
+
+* ``final-training``: the summary of the final run's health, failing when any
+  mandatory execution check failed, warning when any warned (or a
+  non-mandatory one failed). It is followed by every execution check itself,
+  nested under the prefix ``final-training/`` (``final-training/completed``,
+  ``final-training/gpu-utilization``, ...) with its own mandatory flag, so a
+  person sees exactly which one moved the summary.
+* ``test-evaluated``, ``target-met-on-test``, ``exported``, ``export-parity``,
+  ``deployment-guide``, ``approval``.
+
+``approval`` that is required and not given is a ``fail`` whose message is
+exactly ``awaiting approval`` (``AWAITING_APPROVAL``): the phase machine routes
+that to AwaitingApproval instead of Failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from trainpipe_operator.gates.checks import (
+    Check,
+    GateResult,
+    failed,
+    first_few,
+    is_finite,
+    missing_sections,
+    passed,
+    skipped,
+    warned,
+)
+from trainpipe_operator.gates.execution import best_val, execution_checks
+from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles
+from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_trainer.contract.evidence import Evidence
+from trainpipe_trainer.contract.results import (
+    EXPORT_FILE,
+    PARITY_ATOL,
+    PARITY_RTOL,
+    TEST_EVALUATION_FILE,
+    ExportReport,
+    TestEvaluation,
+)
+
+GATE = "production-ready"
+PHASE = "Finalization"
+FINAL_PREFIX = "final-training/"
+AWAITING_APPROVAL = "awaiting approval"
+GUIDE = "deployment_guide.md"
+GUIDE_SECTIONS = ("Inputs", "Preprocessing", "Outputs", "Loading")
+# The runtimes that check each format's parity, and the words a guide uses for it.
+PARITY_RUNTIMES = {"onnx": ("onnxruntime",), "torchscript": ("torchscript", "torch.export")}
+GUIDE_WORDS = {"onnx": ("onnx",), "torchscript": ("torchscript", "torch.export", "pt2", "torch.jit")}
+
+
+def check_final_training(details: list[Check], files: RunFiles) -> Check:
+    ev = files.at("evidence.json")
+    threshold = "no mandatory execution check fails"
+    fails = [c.id for c in details if c.result == "fail" and c.mandatory]
+    notes = [c.id for c in details if c.result == "warn" or (c.result == "fail" and not c.mandatory)]
+    if fails:
+        return failed("final-training", len(fails), threshold, ev,
+                      f"The final run is not healthy: {first_few(fails)} failed.")
+    if notes:
+        return warned("final-training", 0, threshold, ev,
+                      f"The final run is healthy, with notes on {first_few(notes)}.")
+    return passed("final-training", 0, threshold, ev, "The final run is healthy: every execution check passed.")
+
+
+def check_test_evaluated(test: TestEvaluation | None, files: RunFiles) -> Check:
+    ev = files.at(TEST_EVALUATION_FILE)
+    threshold = "accuracy, per-class metrics and confusion matrix on the held-out test split"
+    if test is None:
+        return failed("test-evaluated", None, threshold, ev, "The test split was not evaluated.")
+    problems = []
+    if test.samples <= 0:
+        problems.append("no test sample")
+    if not is_finite(test.accuracy):
+        problems.append(f"accuracy is {test.accuracy}")
+    if not test.per_class:
+        problems.append("no per-class metrics")
+    if not test.confusion_matrix:
+        problems.append("no confusion matrix")
+    elif sum(sum(row) for row in test.confusion_matrix) != test.samples:
+        problems.append(f"the confusion matrix does not add up to the {test.samples} samples")
+    if problems:
+        return failed("test-evaluated", test.accuracy if is_finite(test.accuracy) else None, threshold, ev,
+                      "The test evaluation is incomplete: " + "; ".join(problems) + ".")
+    return passed("test-evaluated", round(test.accuracy, 6), threshold, ev,
+                  f"Test accuracy {test.accuracy:.4f} on {test.samples} held-out samples, "
+                  f"{len(test.per_class)} classes, macro F1 {test.macro_f1:.4f}.")
+
+
+def check_target_on_test(evidence: Evidence, test: TestEvaluation | None, spec: PipelineSpec,
+                         files: RunFiles, budget_exhausted: bool) -> Check:
+    target = spec.target
+    if target.metric == "test_acc":
+        ev = files.at(TEST_EVALUATION_FILE)
+        value = test.accuracy if test is not None and is_finite(test.accuracy) else None
+        what = "test accuracy"
+    else:
+        ev = files.at(evidence.metrics_path)
+        value = best_val(evidence, target.metric)
+        best = "min" if target.metric == "val_loss" else "max"
+        what = f"{best} {target.metric} of the final run (the target is a validation metric)"
+    also = (f"; test accuracy {test.accuracy:.4f}"
+            if target.metric != "test_acc" and test is not None and is_finite(test.accuracy) else "")
+    if value is None:
+        return failed("target-met-on-test", None, target.value, ev, f"No {what} to compare with the target.")
+    shown = round(value, 6)
+    relation = "<=" if target.metric == "val_loss" else ">="
+    if target.met(value):
+        return passed("target-met-on-test", shown, target.value, ev,
+                      f"Target met: {what} {value:.4f} {relation} {target.value}{also}.")
+    if budget_exhausted:
+        return warned("target-met-on-test", shown, target.value, ev,
+                      f"Target not met ({what} {value:.4f}, wanted {relation} {target.value}{also}), but the "
+                      "budget is spent: the best result is finalized as it is.")
+    return failed("target-met-on-test", shown, target.value, ev,
+                  f"Target not met: {what} {value:.4f}, wanted {relation} {target.value}{also}.")
+
+
+def check_exported(export: ExportReport | None, spec: PipelineSpec, files: RunFiles) -> Check:
+    ev = files.at(EXPORT_FILE)
+    wanted = list(spec.finalization.export)
+    threshold = ", ".join(wanted)
+    if export is None:
+        return failed("exported", None, threshold, ev, "Nothing was exported (no export report).")
+    ok, ok_formats, problems = [], [], []
+    for fmt in wanted:
+        art = export.artifact(fmt)
+        if art is None:
+            problems.append(f"{fmt}: not written")
+        elif art.error:
+            problems.append(f"{fmt}: {art.error}")
+        elif not art.path:
+            problems.append(f"{fmt}: no file")
+        elif not art.checker_ok:
+            check = "onnx.checker rejected it" if fmt == "onnx" else "it did not load back and run"
+            problems.append(f"{fmt}: {check}")
+        else:
+            ok.append(f"{fmt} ({art.path})")
+            ok_formats.append(fmt)
+    value = ", ".join(ok_formats)
+    if problems:
+        return failed("exported", value or None, threshold, ev, "Export incomplete: " + "; ".join(problems) + ".")
+    return passed("exported", value, threshold, ev, f"Exported and checked: {', '.join(ok)}.")
+
+
+def check_export_parity(export: ExportReport | None, spec: PipelineSpec, files: RunFiles) -> Check:
+    ev = files.at(EXPORT_FILE)
+    threshold = f"rtol {PARITY_RTOL:g}, atol {PARITY_ATOL:g}, top-1 agrees on every input"
+    if export is None:
+        return failed("export-parity", None, threshold, ev, "No export report: parity was not checked.")
+    problems, diffs = [], []
+    for fmt in spec.finalization.export:
+        if not any(p.runtime in PARITY_RUNTIMES.get(fmt, (fmt,)) for p in export.parity):
+            problems.append(f"{fmt}: no parity check ({' or '.join(PARITY_RUNTIMES.get(fmt, (fmt,)))})")
+    for p in export.parity:
+        if p.max_abs_diff is not None and is_finite(p.max_abs_diff):
+            diffs.append(p.max_abs_diff)
+        if p.error:
+            problems.append(f"{p.runtime}: {p.error}")
+        elif not p.allclose:
+            problems.append(f"{p.runtime}: outputs differ from PyTorch (max abs diff {p.max_abs_diff})")
+        elif not p.top1_agree_all:
+            problems.append(f"{p.runtime}: top-1 class differs on {p.samples - p.top1_agree} of {p.samples} inputs")
+    value = float(f"{max(diffs):.3g}") if diffs else None
+    if problems:
+        return failed("export-parity", value, threshold, ev, "Export parity fails: " + "; ".join(problems) + ".")
+    runtimes = ", ".join(f"{p.runtime} ({p.samples} inputs)" for p in export.parity)
+    return passed("export-parity", value, threshold, ev,
+                  f"Exported models match PyTorch in fp32: {runtimes}; max abs diff {value}.")
+
+
+def check_deployment_guide(guide_text: str | None, spec: PipelineSpec, files: RunFiles) -> Check:
+    ev = files.at(GUIDE)
+    threshold = ", ".join(GUIDE_SECTIONS)
+    if not guide_text or not guide_text.strip():
+        return failed("deployment-guide", 0, threshold, ev, "deployment_guide.md is missing or empty.")
+    missing = missing_sections(guide_text, GUIDE_SECTIONS)
+    present = len(GUIDE_SECTIONS) - len(missing)
+    if missing:
+        return failed("deployment-guide", present, threshold, ev,
+                      f"deployment_guide.md lacks the section(s): {', '.join(missing)}.")
+    text = guide_text.lower()
+    unexplained = [f for f in spec.finalization.export if not any(w in text for w in GUIDE_WORDS.get(f, (f,)))]
+    if unexplained:
+        return warned("deployment-guide", present, threshold, ev,
+                      f"deployment_guide.md does not say how to load: {', '.join(unexplained)}.")
+    return passed("deployment-guide", present, threshold, ev,
+                  "deployment_guide.md covers inputs, preprocessing, outputs and loading each artifact.")
+
+
+def check_approval(approved: bool | None, spec: PipelineSpec) -> Check:
+    ev = "spec.approval"
+    if not spec.approval.required:
+        return skipped("approval", "approval not required (spec.approval.required is false)", ev)
+    if approved:
+        return passed("approval", True, "approved by a person", ev, "A person approved the result.")
+    return failed("approval", approved, "approved by a person", ev, AWAITING_APPROVAL)
+
+
+def evaluate_finalization(
+    evidence: Evidence,
+    files: RunFiles,
+    gpu: GpuMeasurement | None,
+    spec: PipelineSpec,
+    phase_budget_seconds: float | None,
+    test: TestEvaluation | None,
+    export: ExportReport | None,
+    guide_text: str | None,
+    approved: bool | None,
+    budget_exhausted: bool,
+    *,
+    checkpoint_every: int | None = 1,
+) -> GateResult:
+    details = execution_checks(evidence, files, gpu, spec, phase_budget_seconds,
+                               checkpoint_every=checkpoint_every)
+    nested = [replace(c, id=FINAL_PREFIX + c.id) for c in details]
+    checks = [check_final_training(details, files), *nested]
+    checks += [
+        check_test_evaluated(test, files),
+        check_target_on_test(evidence, test, spec, files, budget_exhausted),
+        check_exported(export, spec, files),
+        check_export_parity(export, spec, files),
+        check_deployment_guide(guide_text, spec, files),
+        check_approval(approved, spec),
+    ]
+    return GateResult(gate=GATE, phase=PHASE, checks=checks)

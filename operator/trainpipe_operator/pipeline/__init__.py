@@ -1,0 +1,1 @@
+"""The gated phase machine and the local runner that drives it."""

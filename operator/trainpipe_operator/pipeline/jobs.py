@@ -1,0 +1,60 @@
+"""From the pipeline spec and the current training settings to the job
+config a phase's job runs. One function, so every phase's job is built the
+same way and differs only where the phase says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trainpipe_operator.diagnosis.settings import TrainSettings
+from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_trainer.contract.job_config import JobConfig
+
+
+def baseline_settings(spec: PipelineSpec) -> TrainSettings:
+    """Phase 2's settings: the spec's baseline section and data/model."""
+    b = spec.baseline
+    return TrainSettings(
+        lr=b.lr, optimizer=b.optimizer, weight_decay=b.weight_decay, scheduler=b.scheduler,
+        epochs=b.epochs, batch_size=spec.data.batch_size, num_workers=spec.data.num_workers,
+        augment=list(spec.data.augment), image_size=spec.data.image_size, model_name=spec.model.name,
+    )
+
+
+def build_job(
+    pipeline: str,
+    phase: str,
+    spec: PipelineSpec,
+    settings: TrainSettings,
+    run_dir: Path,
+    *,
+    runtime: str,
+    action: str = "train",
+    evaluate: dict[str, Any] | None = None,
+) -> JobConfig:
+    """The job config for one job of one phase.
+
+    ``runtime``: ``local`` trains without Ray (one process, or torch DDP when
+    workers > 1); ``ray`` runs inside a Ray job, so the trainer uses Ray Train
+    on the cluster the job was submitted to.
+    """
+    base: dict[str, Any] = {
+        "name": f"{pipeline}-{phase.lower()}",
+        "action": action,
+        "runDir": str(run_dir),
+        "seed": spec.seed,
+        "task": spec.task,
+        "data": {"source": spec.data.source, "split": spec.data.split.dump()},
+        "model": {"name": spec.model.name, "pretrained": spec.model.pretrained},
+        "resources": {
+            "workers": spec.resources.workers,
+            "gpusPerWorker": spec.resources.gpus_per_worker,
+            "cpusPerWorker": spec.resources.cpus_per_worker,
+        },
+        "ray": {"enabled": runtime != "local", "runName": f"{pipeline}-{phase.lower()}"},
+        "labels": {"pipeline": pipeline, "phase": phase.lower()},
+    }
+    if evaluate is not None:
+        base["evaluate"] = evaluate
+    return JobConfig.model_validate(settings.apply_to_job_config(base))

@@ -1,0 +1,195 @@
+"""How a phase's job runs. The runner hands a launcher a job config file and
+gets back the exit code and the evidence the job left in its run directory.
+
+- ``ProcessLauncher`` (``runtime.type: local``): ``python -m
+  trainpipe_trainer.run`` as a child process on this machine; the trainer
+  trains in one process, or in torch DDP processes when ``workers > 1``.
+- ``RayJobLauncher`` (``runtime.type: ray``): the same command submitted
+  through Ray's Job Submission API, to ``runtime.ray.address`` or to a Ray
+  head started for the pipeline. The submission id is derived from the
+  pipeline, phase, iteration and attempt, so running the pipeline again
+  attaches to a job already submitted instead of submitting it twice.
+
+The control plane never imports torch: both run the trainer elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from trainpipe_trainer.contract.evidence import Evidence
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = 75  # the trainer's "interrupted, resumable" exit code
+
+
+@dataclass
+class JobOutcome:
+    exit_code: int
+    submission_id: str
+    output_path: Path
+    message: str = ""
+
+    @property
+    def interrupted(self) -> bool:
+        return self.exit_code == INTERRUPTED
+
+
+class Launcher(Protocol):
+    def run(self, job_file: Path, run_dir: Path, submission_id: str) -> JobOutcome: ...
+
+
+def trainer_command(job_file: Path, python: str = sys.executable) -> list[str]:
+    return [python, "-m", "trainpipe_trainer.run", "--config", str(job_file)]
+
+
+class ProcessLauncher:
+    """A child process per job; its output goes to ``<run_dir>/job_output.log``."""
+
+    def run(self, job_file: Path, run_dir: Path, submission_id: str) -> JobOutcome:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        output = run_dir / "job_output.log"
+        with output.open("a", encoding="utf-8") as sink:
+            sink.write(f"--- {submission_id}: {' '.join(trainer_command(job_file))}\n")
+            sink.flush()
+            proc = subprocess.Popen(trainer_command(job_file), stdout=sink, stderr=subprocess.STDOUT)
+            try:
+                code = proc.wait()
+            except KeyboardInterrupt:
+                # The child got the same SIGINT (same process group): it
+                # checkpoints at the next step boundary and exits 75.
+                code = _wait_after_interrupt(proc)
+        return JobOutcome(exit_code=code, submission_id=submission_id, output_path=output)
+
+
+def _wait_after_interrupt(proc: subprocess.Popen) -> int:
+    try:
+        return proc.wait(timeout=120)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        proc.send_signal(signal.SIGKILL)
+        return proc.wait()
+
+
+class RayJobLauncher:
+    """Ray Job Submission API. ``address``: the dashboard URL; None starts a
+    local head from this Python environment (a job's ``python`` is the one
+    first on the head's PATH) and stops it at ``close()``."""
+
+    TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+    def __init__(self, address: str | None, token: str | None = None, poll_seconds: float = 1.0) -> None:
+        self.poll_seconds = poll_seconds
+        self._head: subprocess.Popen | None = None
+        if token:
+            os.environ["RAY_AUTH_TOKEN"] = token
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        self.address = address or self._start_local_head()
+        from ray.job_submission import JobSubmissionClient  # Ray's client: no torch
+
+        self.client = JobSubmissionClient(self.address)
+
+    def _start_local_head(self) -> str:
+        """``ray start --head --block`` as a child: terminating it stops this
+        head (and only this one), whatever else runs on the machine."""
+        bin_dir = Path(sys.executable).parent
+        port, dashboard = _free_port(), _free_port()
+        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self._head = subprocess.Popen(
+            [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}",
+             f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+        address = f"http://127.0.0.1:{dashboard}"
+        _wait_for_dashboard(address, self._head, timeout=180)
+        log.info("started a local Ray head (dashboard %s)", address)
+        return address
+
+    def run(self, job_file: Path, run_dir: Path, submission_id: str) -> JobOutcome:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        output = run_dir / "job_output.log"
+        if not self._exists(submission_id):
+            self.client.submit_job(
+                entrypoint=" ".join(trainer_command(job_file, python="python")),
+                submission_id=submission_id,
+            )
+            log.info("submitted Ray job %s", submission_id)
+        else:
+            log.info("Ray job %s already exists: attaching to it", submission_id)
+        try:
+            info = self._wait(submission_id)
+        except KeyboardInterrupt:
+            self.client.stop_job(submission_id)  # SIGTERM to the driver: it checkpoints
+            info = self._wait(submission_id)
+        output.write_text(self.client.get_job_logs(submission_id), encoding="utf-8")
+        code = getattr(info, "driver_exit_code", None)
+        if code is None:
+            code = 0 if str(info.status.value if hasattr(info.status, "value") else info.status) == "SUCCEEDED" else 1
+        return JobOutcome(exit_code=int(code), submission_id=submission_id, output_path=output,
+                          message=info.message or "")
+
+    def _exists(self, submission_id: str) -> bool:
+        try:
+            self.client.get_job_info(submission_id)
+        except RuntimeError as exc:
+            if "does not exist" in str(exc):
+                return False
+            raise
+        return True
+
+    def _wait(self, submission_id: str):  # type: ignore[no-untyped-def]
+        while True:
+            info = self.client.get_job_info(submission_id)
+            state = info.status.value if hasattr(info.status, "value") else str(info.status)
+            if state in self.TERMINAL:
+                return info
+            time.sleep(self.poll_seconds)
+
+    def close(self) -> None:
+        if self._head is not None and self._head.poll() is None:
+            os.killpg(self._head.pid, signal.SIGTERM)
+            try:
+                self._head.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._head.pid, signal.SIGKILL)
+        self._head = None
+
+
+def _wait_for_dashboard(address: str, head: subprocess.Popen, timeout: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise RuntimeError(f"the local Ray head exited with code {head.returncode} while starting")
+        try:
+            urllib.request.urlopen(f"{address}/api/version", timeout=2)  # noqa: S310 - loopback
+            return
+        except urllib.error.HTTPError:
+            return  # it answers (401 without a token): it is up
+        except OSError:  # refused, reset: not up yet
+            time.sleep(0.5)
+    raise TimeoutError(f"the local Ray head did not answer at {address} within {timeout:.0f} s")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def read_evidence(run_dir: Path) -> Evidence | None:
+    path = run_dir / "evidence.json"
+    return Evidence.read(path) if path.exists() else None
+

@@ -1,0 +1,469 @@
+"""The local runner: the phase machine driven on one machine, its state in
+``<run>/state.json`` (the same shape as the resource status).
+
+Each phase handler does the phase's work, evaluates its gate, records one
+decision and returns; ``run`` loops until a terminal phase (or
+AwaitingApproval). Everything a handler needs is on disk, so the runner can
+be stopped anywhere (Ctrl-C) and the same command continues: the current
+phase is redone, and its training job resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from trainpipe_operator.diagnosis.apply import apply_recommendations
+from trainpipe_operator.diagnosis.decide import (
+    IterationResult,
+    decide_after_diagnostics,
+    decide_after_optimization,
+)
+from trainpipe_operator.diagnosis.direction import metric_from_evidence
+from trainpipe_operator.diagnosis.issues import diagnose
+from trainpipe_operator.diagnosis.recommendations import Recommendation, recommend
+from trainpipe_operator.diagnosis.report import (
+    render_diagnostic_report,
+    render_optimization_results,
+)
+from trainpipe_operator.diagnosis.settings import TrainSettings
+from trainpipe_operator.gates.baseline import decide_after_baseline, evaluate_baseline
+from trainpipe_operator.gates.checks import GateResult
+from trainpipe_operator.gates.diagnostics import evaluate_diagnostics
+from trainpipe_operator.gates.execution import execution_checks, execution_passed
+from trainpipe_operator.gates.finalization import evaluate_finalization
+from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles
+from trainpipe_operator.gates.optimization import evaluate_optimization
+from trainpipe_operator.gates.planning import evaluate_planning
+from trainpipe_operator.pipeline import machine, rundir
+from trainpipe_operator.pipeline.jobs import baseline_settings, build_job
+from trainpipe_operator.pipeline.launchers import Launcher
+from trainpipe_operator.pipeline.progress import Progress
+from trainpipe_operator.reports.finalization import (
+    render_deployment_guide,
+    render_production_ready,
+    render_test_results,
+)
+from trainpipe_operator.reports.gate import render_gate
+from trainpipe_operator.reports.summary import render_summary
+from trainpipe_operator.reports.training import render_training_results
+from trainpipe_operator.spec.pipeline import TrainingPipeline
+from trainpipe_operator.spec.status import JobStatus, PipelineStatus, RunResult
+from trainpipe_trainer.contract.data_report import DataReport
+from trainpipe_trainer.contract.evidence import Evidence
+from trainpipe_trainer.contract.job_config import JobConfig
+from trainpipe_trainer.contract.results import ExportReport, PreflightReport, TestEvaluation
+
+log = logging.getLogger("trainpipe.pipeline")
+
+MAX_BASELINE_ATTEMPTS = 3
+
+
+class PipelineInterrupted(Exception):
+    """A job was interrupted (Ctrl-C / SIGTERM) and checkpointed: run again to continue."""
+
+
+class JobFailedToStart(Exception):
+    """A job ended without leaving the file its phase needs."""
+
+
+class LocalRunner:
+    def __init__(self, pipeline: TrainingPipeline, run_dir: Path, launcher: Launcher, runtime: str,
+                 progress: Progress | None = None) -> None:
+        self.pipeline = pipeline
+        self.spec = pipeline.spec
+        self.name = pipeline.metadata.name
+        self.run_dir = run_dir.resolve()
+        self.launcher = launcher
+        self.runtime = runtime
+        self.progress = progress or Progress(enabled=False)
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> PipelineStatus:
+        status = rundir.load_state(self.run_dir) or PipelineStatus()
+        handlers = {
+            "Pending": self._start, "Planning": self._planning, "Baseline": self._baseline,
+            "Diagnostics": self._diagnostics, "Optimization": self._optimization,
+            "Finalization": self._finalization,
+        }
+        while status.phase in handlers:
+            if machine.budget_applies(status.phase) and self._budget_spent(status):
+                status.budget_exhausted = True
+                machine.record(status, "budget-exhausted",
+                               f"the budget of {self.spec.budget.max_duration} is spent "
+                               f"({self._elapsed(status):.0f} s): accepting the best result "
+                               f"({status.best_run}) and finalizing it")
+            else:
+                self.progress.phase(status.phase, status.iteration)
+                handlers[status.phase](status)
+            self._save(status)
+        return status
+
+    def _save(self, status: PipelineStatus) -> None:
+        rundir.save_state(self.run_dir, status)
+        rundir.write_text(self.run_dir / "summary.md", render_summary(self._with_status(status)))
+
+    def _with_status(self, status: PipelineStatus) -> TrainingPipeline:
+        return self.pipeline.model_copy(update={"status": status})
+
+    def _elapsed(self, status: PipelineStatus) -> float:
+        started = datetime.fromisoformat(status.started_at) if status.started_at else datetime.now(timezone.utc)
+        return (datetime.now(timezone.utc) - started).total_seconds()
+
+    def _budget_spent(self, status: PipelineStatus) -> bool:
+        return machine.budget_exhausted(self._elapsed(status), self.spec.budget.seconds)
+
+    def _remaining_budget(self, status: PipelineStatus) -> float:
+        return max(self.spec.budget.seconds - self._elapsed(status), 0.0)
+
+    # -------------------------------------------------------------- phases
+    def _start(self, status: PipelineStatus) -> None:
+        status.started_at = machine.now_iso()
+        status.observed_generation = self.pipeline.metadata.generation
+        machine.record(status, "start", "pipeline accepted")
+
+    def _planning(self, status: PipelineStatus) -> None:
+        out = self.run_dir / rundir.PLANNING
+        settings = baseline_settings(self.spec)
+        config_errors: list[str] = []
+        try:
+            job = build_job(self.name, "Planning", self.spec, settings, out, runtime="local", action="preflight")
+        except ValidationError as exc:
+            config_errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+            job = None
+        training = build_job(self.name, "Baseline", self.spec, settings, self.run_dir / rundir.baseline_dir(1),
+                             runtime=self.runtime)
+        rundir.write_yaml(out / "training_config.yaml", training.model_dump(mode="json", by_alias=True))
+        if job is not None:
+            self._run_job(status, "Planning", job, out)
+        preflight_raw = rundir.read_json(out / "preflight.json")
+        report_raw = rundir.read_json(out / "data_report.json")
+        gate = evaluate_planning(
+            rundir.read_json(out / "environment.json") or {},
+            config_errors,
+            DataReport.model_validate(report_raw) if report_raw else None,
+            PreflightReport.model_validate(preflight_raw) if preflight_raw else None,
+            self.spec,
+            run_dir=rundir.PLANNING,
+        )
+        self._write_gate(status, "planning", gate, out, "reproducibility_gate.md", "Reproducibility gate (Planning)")
+        status.artifacts["planning.trainingConfig"] = f"{rundir.PLANNING}/training_config.yaml"
+        if gate.passed:
+            status.baseline_attempts = 1
+            machine.record(status, "gate-passed", "the reproducibility gate passed")
+        else:
+            machine.record(status, "gate-failed", "Planning gate failed: " + _failures(gate))
+
+    def _baseline(self, status: PipelineStatus) -> None:
+        attempt = max(status.baseline_attempts, 1)
+        rel = rundir.baseline_dir(attempt)
+        out = self.run_dir / rel
+        settings = self._pending_settings(status) if attempt > 1 else baseline_settings(self.spec)
+        job = build_job(self.name, "Baseline", self.spec, settings, out, runtime=self.runtime)
+        evidence = self._train(status, "Baseline", job, out)
+        rerun = None
+        if self.spec.gates.reproducibility and evidence.completed:
+            rerun_job = job.model_copy(update={"run_dir": str(out / "reproducibility")})
+            rerun = self._train(status, "Baseline", rerun_job, out / "reproducibility")
+        files = self._files(out, rel, "baseline_results.md")
+        gpu = self._gpu(evidence)
+        executed = execution_checks(evidence, files, gpu, self.spec, self._remaining_budget(status))
+        decision, reason = decide_after_baseline(evidence, execution_passed(executed), self.spec)
+        report = render_training_results(f"Baseline results ({rel})", evidence, job.model_dump(mode="json", by_alias=True),
+                                         (decision, reason))
+        rundir.write_text(out / "baseline_results.md", report)
+        files = self._files(out, rel, "baseline_results.md")
+        gate = evaluate_baseline(evidence, files, gpu, self.spec, self._remaining_budget(status), decision, rerun)
+        self._write_gate(status, "baseline", gate, out, "gate_report.md", "Post-baseline gate")
+        self._record_run(status, "Baseline", rel, evidence)
+        status.artifacts.update({"baseline.results": f"{rel}/baseline_results.md",
+                                 "baseline.bestCheckpoint": f"{rel}/checkpoints/best_model.pt",
+                                 "training.latest": rel})
+        if decision == "fix":
+            if attempt >= MAX_BASELINE_ATTEMPTS:
+                machine.record(status, "gate-failed",
+                               f"the baseline failed {attempt} times; last: {reason}")
+                return
+            machine.record(status, "fix", f"{reason}; diagnosing, then Baseline again with the fix")
+        elif not gate.passed:
+            machine.record(status, "gate-failed", "Baseline gate failed: " + _failures(gate))
+        else:
+            machine.record(status, decision, reason)
+
+    def _diagnostics(self, status: PipelineStatus) -> None:
+        status.diagnostics_runs += 1
+        rel = rundir.diagnostics_dir(status.diagnostics_runs)
+        out = self.run_dir / rel
+        source = status.artifacts["training.latest"]
+        evidence = Evidence.read(self.run_dir / source / "evidence.json")
+        settings = TrainSettings.from_job_config(rundir.read_yaml_dict(self.run_dir / source / "job.yaml"))
+        report_raw = rundir.read_json(self.run_dir / rundir.PLANNING / "data_report.json")
+        diagnosis = diagnose(evidence, self.spec, self._gpu(evidence).util_mean,
+                             DataReport.model_validate(report_raw) if report_raw else None)
+        fixing = status.decisions[-1].decision == "fix"
+        base = settings if fixing else self._best_settings(status)
+        recommendations = recommend(diagnosis, base, self.spec)
+        decision, reason = decide_after_diagnostics(diagnosis, recommendations)
+        if fixing and decision != "baseline-again":
+            decision, reason = "baseline-again", f"the baseline failed; applying the fix: {reason}"
+        report = render_diagnostic_report(diagnosis, recommendations, evidence, status.diagnostics_runs,
+                                          decision=(decision, reason))
+        rundir.write_text(out / "diagnostic_report.md", report)
+        rundir.write_json(out / "recommendations.json",
+                          {"source": source, "base_settings": base.model_dump(mode="json"),
+                           "recommendations": [r.model_dump(mode="json") for r in recommendations]})
+        gate = evaluate_diagnostics(diagnosis.primary_issue, recommendations, report, run_dir=rel,
+                                    iteration=status.iteration)
+        self._write_gate(status, f"diagnostics.{status.diagnostics_runs}", gate, out, "gate_report.md",
+                         "Diagnostics gate")
+        status.artifacts["diagnostics.latest"] = rel
+        status.artifacts[f"diagnostics.{status.diagnostics_runs}.report"] = f"{rel}/diagnostic_report.md"
+        if not gate.passed:
+            machine.record(status, "gate-failed", "Diagnostics gate failed: " + _failures(gate))
+            return
+        if decision == "baseline-again":
+            if status.baseline_attempts >= MAX_BASELINE_ATTEMPTS:
+                machine.record(status, "gate-failed", f"the baseline needs fixing again after {status.baseline_attempts} attempts: {reason}")
+                return
+            status.baseline_attempts += 1
+        machine.record(status, decision, reason)
+
+    def _optimization(self, status: PipelineStatus) -> None:
+        iteration = status.iteration + 1
+        rel = rundir.optimization_dir(iteration)
+        out = self.run_dir / rel
+        settings, changes = self._apply_latest_recommendations(status)
+        job = build_job(self.name, "Optimization", self.spec, settings, out, runtime=self.runtime)
+        rundir.write_yaml(out / "optimization_config.yaml",
+                          {"iteration": iteration, "from": status.artifacts.get("diagnostics.latest"),
+                           "changes": [c.model_dump(mode="json") for c in changes],
+                           "job": job.model_dump(mode="json", by_alias=True)})
+        evidence = self._train(status, "Optimization", job, out)
+        status.iteration = iteration
+        self._record_run(status, "Optimization", rel, evidence, iteration)
+        history = self._iteration_history(status)
+        decision, reason = decide_after_optimization(history, self.spec)
+        baseline = self._baseline_result(status)
+        previous = (self.run_dir / rundir.optimization_dir(iteration - 1) / "evidence.json") if iteration > 1 else None
+        text = render_optimization_results(
+            Evidence.read(self.run_dir / baseline.run_dir / "evidence.json") if baseline else evidence,
+            Evidence.read(previous) if previous and previous.exists() else None,
+            evidence, changes, iteration, self.spec, decision=(decision, reason),
+        )
+        rundir.write_text(out / "optimization_results.md", text)
+        files = self._files(out, rel, "optimization_results.md")
+        gate = evaluate_optimization(evidence, files, self._gpu(evidence), self.spec, self._remaining_budget(status),
+                                     text, iteration=iteration)
+        self._write_gate(status, f"optimization.{iteration}", gate, out, "gate_report.md", "Optimization gate")
+        status.artifacts.update({f"optimization.{iteration}.results": f"{rel}/optimization_results.md",
+                                 "training.latest": rel})
+        if not gate.passed:
+            machine.record(status, "gate-failed", "Optimization gate failed: " + _failures(gate))
+            return
+        machine.record(status, decision, reason)
+
+    def _finalization(self, status: PipelineStatus) -> None:
+        out = self.run_dir / rundir.FINALIZATION
+        rel = rundir.FINALIZATION
+        settings = self._best_settings(status).model_copy(
+            update={"epochs": self.spec.finalization.epochs, "patience": self.spec.finalization.patience})
+        job = build_job(self.name, "Finalization", self.spec, settings, out, runtime=self.runtime)
+        evidence = self._train(status, "Finalization", job, out)
+        self._record_run(status, "Finalization", rel, evidence)
+        if evidence.completed:
+            evaluate = {"checkpoint": str(out / "checkpoints" / "best_model.pt"),
+                        "export": list(self.spec.finalization.export)}
+            eval_job = build_job(self.name, "Finalization", self.spec, settings, out, runtime="local",
+                                 action="evaluate", evaluate=evaluate)
+            self._run_job(status, "Finalization", eval_job, out, job_file=out / "evaluate_job.yaml")
+        self._finalize_documents_and_gate(status, evidence)
+
+    def _finalize_documents_and_gate(self, status: PipelineStatus, evidence: Evidence) -> None:
+        out = self.run_dir / rundir.FINALIZATION
+        rel = rundir.FINALIZATION
+        test_raw = rundir.read_json(out / "test_evaluation.json")
+        export_raw = rundir.read_json(out / "export.json")
+        test = TestEvaluation.model_validate(test_raw) if test_raw else None
+        export = ExportReport.model_validate(export_raw) if export_raw else None
+        target = f"{self.spec.target.metric} {'<=' if self.spec.target.metric == 'val_loss' else '>='} {self.spec.target.value}"
+        guide = None
+        if test:
+            rundir.write_text(out / "test_results.md", render_test_results(test, target))
+            status.metrics.test_acc = test.accuracy
+        if export:
+            guide = render_deployment_guide(export, self._best_settings(status).model_name, test)
+            rundir.write_text(out / "deployment_guide.md", guide)
+        approved = self._approved() if self.spec.approval.required else None
+        files = self._files(out, rel, "test_results.md")
+        gate = evaluate_finalization(evidence, files, self._gpu(evidence), self.spec, self._remaining_budget(status),
+                                     test, export, guide, approved, status.budget_exhausted)
+        budget_note = ("The budget was spent before the target was reached: this is the best result, "
+                       "finalized as the budget rule says.") if status.budget_exhausted else None
+        rundir.write_text(out / "production_ready.md", render_production_ready(gate, budget_note))
+        self._write_gate(status, "finalization", gate, out, "gate_report.md", "Production-ready gate")
+        for name in ("test_results.md", "deployment_guide.md", "production_ready.md", "model.onnx",
+                     "model.ts", "model.pt2", "confusion_matrix.png", "export.json"):
+            if (out / name).exists():
+                status.artifacts[f"finalization.{name}"] = f"{rel}/{name}"
+        blocking = [c for c in gate.failures if c.id != "approval"]
+        if blocking:
+            machine.record(status, "gate-failed", "Production-ready gate failed: " + _failures(gate))
+        elif self.spec.approval.required and not approved:
+            machine.record(status, "await-approval", "every check passed; waiting for a person to approve "
+                           f"(trainpipe approve {self.run_dir})")
+        else:
+            machine.record(status, "gate-passed", "production-ready: every mandatory check passed")
+
+    def approve(self, status: PipelineStatus, approver: str) -> PipelineStatus:
+        """Record the approval and move AwaitingApproval on (no training)."""
+        rundir.write_json(self.run_dir / "approval.json",
+                          {"approved": True, "by": approver, "time": machine.now_iso()})
+        if status.phase != "AwaitingApproval":
+            return status
+        evidence = Evidence.read(self.run_dir / rundir.FINALIZATION / "evidence.json")
+        status.phase = "Finalization"  # re-evaluate the gate with the approval on record
+        self._finalize_documents_and_gate(status, evidence)
+        if status.phase == "Succeeded":
+            status.decisions[-1].decision = "approved"
+            status.decisions[-1].phase = "AwaitingApproval"
+        self._save(status)
+        return status
+
+    # ------------------------------------------------------------- helpers
+    def _approved(self) -> bool:
+        data = rundir.read_json(self.run_dir / "approval.json")
+        return bool(data and data.get("approved"))
+
+    def _run_job(self, status: PipelineStatus, phase: str, job: JobConfig, out: Path,
+                 job_file: Path | None = None) -> int:
+        job_file = job_file or out / "job_request.yaml"
+        rundir.write_text(job_file, job.to_yaml())
+        attempt = status.job.attempt + 1 if status.job.phase == phase and status.job.state == "INTERRUPTED" else 1
+        submission = f"{self.name}-{phase.lower()}-{status.iteration}-{job.action}-a{attempt}"
+        status.job = JobStatus(submission_id=submission, phase=phase, state="RUNNING", attempt=attempt)
+        self._save(status)
+        with self.progress.watch(phase, out, job.train.epochs if job.action == "train" else None):
+            outcome = self.launcher.run(job_file, out, submission)
+        status.job.exit_code = outcome.exit_code
+        status.job.message = outcome.message
+        if outcome.interrupted:
+            status.job.state = "INTERRUPTED"
+            self._save(status)
+            raise PipelineInterrupted(
+                f"{phase} job {submission} was interrupted and checkpointed; run the same command to continue")
+        status.job.state = "SUCCEEDED" if outcome.exit_code == 0 else "FAILED"
+        return outcome.exit_code
+
+    def _train(self, status: PipelineStatus, phase: str, job: JobConfig, out: Path) -> Evidence:
+        self._run_job(status, phase, job, out)
+        path = out / "evidence.json"
+        if not path.exists():
+            raise JobFailedToStart(f"the {phase} job left no evidence.json in {out}; see {out / 'job_output.log'}")
+        evidence = Evidence.read(path)
+        status.job.resumed_from_epoch = evidence.resumed_from_epoch
+        return evidence
+
+    def _files(self, out: Path, rel: str, report_name: str) -> RunFiles:
+        return RunFiles(
+            log_text=rundir.read_text(out / "logs" / "training.log"),
+            metrics_json=rundir.read_json(out / "logs" / "metrics.json"),
+            report_text=rundir.read_text(out / report_name),
+            report_path=report_name,
+            run_dir=rel,
+        )
+
+    def _gpu(self, evidence: Evidence) -> GpuMeasurement:
+        if self.spec.resources.gpus_per_worker == 0:
+            return GpuMeasurement.not_applicable("no GPU allocated (resources.gpusPerWorker is 0)", source="nvml")
+        if evidence.gpu_util_mean is None:
+            return GpuMeasurement.not_applicable("no NVML samples in the job's evidence", source="nvml")
+        return GpuMeasurement(util_mean=evidence.gpu_util_mean, source="nvml (evidence.json gpu_util_mean)")
+
+    def _write_gate(self, status: PipelineStatus, key: str, gate: GateResult, out: Path, md_name: str, title: str) -> None:
+        gate_status = gate.to_status()
+        rundir.write_json(out / "gate.json", gate_status.model_dump(mode="json", by_alias=True))
+        rundir.write_text(out / md_name, render_gate(gate, title))
+        status.gates[key] = gate_status
+        rel = out.relative_to(self.run_dir)
+        status.artifacts[f"{key}.report"] = f"{rel}/{md_name}"
+        status.artifacts[f"{key}.gate"] = f"{rel}/gate.json"
+        self.progress.gate(title, gate)
+
+    def _record_run(self, status: PipelineStatus, phase: str, rel: str, evidence: Evidence, iteration: int = 0) -> None:
+        metric = self.spec.target.metric if self.spec.target.metric != "test_acc" else "val_acc"
+        result = RunResult(phase=phase, iteration=iteration, run_dir=rel, status=evidence.status,
+                           target_metric=metric_from_evidence(evidence, metric),
+                           best_val_acc=evidence.best_val_acc, best_val_loss=evidence.best_val_loss)
+        status.runs = [r for r in status.runs if r.run_dir != rel] + [result]
+        if phase != "Finalization" and evidence.completed:
+            best = self._best_result(status)
+            if best is None or best.run_dir == rel:
+                status.best_run = rel
+        m = status.metrics
+        m.target_metric, m.target_value = self.spec.target.metric, self.spec.target.value
+        m.final_train_loss = evidence.final_train_loss
+        m.gpu_util_mean = evidence.gpu_util_mean
+        finished = [r for r in status.runs if r.best_val_acc is not None]
+        m.best_val_acc = max((r.best_val_acc for r in finished), default=None)  # type: ignore[type-var]
+        m.best_val_loss = min((r.best_val_loss for r in status.runs if r.best_val_loss is not None), default=None)
+        m.best_target_metric = self._best_result(status).target_metric if self._best_result(status) else None
+
+    def _best_result(self, status: PipelineStatus) -> RunResult | None:
+        candidates = [r for r in status.runs if r.phase != "Finalization" and r.status in ("completed", "early_stopped")
+                      and r.target_metric is not None]
+        if not candidates:
+            return None
+        lower = self.spec.target.metric == "val_loss"
+        return (min if lower else max)(candidates, key=lambda r: r.target_metric)  # type: ignore[arg-type,return-value]
+
+    def _baseline_result(self, status: PipelineStatus) -> RunResult | None:
+        baselines = [r for r in status.runs if r.phase == "Baseline"]
+        return baselines[-1] if baselines else None
+
+    def _iteration_history(self, status: PipelineStatus) -> list[IterationResult]:
+        baseline = self._baseline_result(status)
+        base_value = baseline.target_metric if baseline else None
+        history, previous = [], base_value
+        for r in (r for r in status.runs if r.phase == "Optimization"):
+            history.append(IterationResult(iteration=r.iteration, metric_value=r.target_metric,
+                                           baseline_value=base_value, previous_value=previous))
+            previous = r.target_metric
+        return history
+
+    def _best_settings(self, status: PipelineStatus) -> TrainSettings:
+        if status.best_run:
+            return TrainSettings.from_job_config(rundir.read_yaml_dict(self.run_dir / status.best_run / "job.yaml"))
+        return baseline_settings(self.spec)
+
+    def _latest_recommendations(self, status: PipelineStatus) -> tuple[TrainSettings, list[Recommendation]]:
+        data = rundir.read_json(self.run_dir / status.artifacts["diagnostics.latest"] / "recommendations.json")
+        base = TrainSettings.model_validate(data["base_settings"])
+        return base, [Recommendation.model_validate(r) for r in data["recommendations"]]
+
+    def _apply_latest_recommendations(self, status: PipelineStatus) -> tuple[TrainSettings, list[Any]]:
+        base, recommendations = self._latest_recommendations(status)
+        return apply_recommendations(base, recommendations)
+
+    def _pending_settings(self, status: PipelineStatus) -> TrainSettings:
+        """A baseline redone after a fix: the failed baseline's settings with
+        the diagnostics' recommendations applied."""
+        settings, _changes = self._apply_latest_recommendations(status)
+        return settings
+
+
+def _failures(gate: GateResult) -> str:
+    return "; ".join(f"{c.id}: {c.message}" for c in gate.failures) or "no check failed"
+
+
+def now() -> float:
+    return time.time()
+
+
+def dump_json(data: Any) -> str:
+    return json.dumps(data, indent=2)

@@ -1,0 +1,109 @@
+"""Phase 5 documents: ``test_results.md`` (the held-out test split, once),
+``deployment_guide.md`` (inputs, preprocessing, outputs, how to load each
+artifact) and ``production_ready.md`` (the production-ready gate, readable)."""
+
+from __future__ import annotations
+
+from trainpipe_operator.gates.checks import GateResult
+from trainpipe_operator.reports.gate import render_gate
+from trainpipe_operator.reports.markdown import fmt, table
+from trainpipe_trainer.contract.results import ExportReport, TestEvaluation
+
+GUIDE_SECTIONS = ("Inputs", "Preprocessing", "Outputs", "Loading")
+
+
+def render_test_results(test: TestEvaluation, target: str) -> str:
+    rows = [(c.class_name, c.precision, c.recall, c.f1, c.support) for c in test.per_class]
+    lines = [
+        "# Test results",
+        "",
+        "The held-out test split, never used for training or model selection, evaluated once.",
+        "",
+        table(["", ""], [
+            ("samples", test.samples), ("accuracy", test.accuracy), (f"top-{min(5, len(test.classes))} accuracy", test.top5),
+            ("loss", test.loss), ("macro F1", test.macro_f1), ("target", target),
+            ("checkpoint", f"{test.checkpoint} (epoch {test.checkpoint_epoch})"),
+        ]),
+        "",
+        "## Per-class metrics",
+        "",
+        table(["class", "precision", "recall", "F1", "support"], rows),
+        "",
+        "## Confusion matrix",
+        "",
+        f"![confusion matrix]({test.confusion_png})",
+        "",
+        "Rows: true class; columns: predicted class.",
+        "",
+        table(["true \\ predicted", *test.classes], [(name, *row) for name, row in zip(test.classes, test.confusion_matrix, strict=True)]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_deployment_guide(export: ExportReport, model_name: str, test: TestEvaluation | None) -> str:
+    pre = export.preprocessing
+    shape = export.input_shape or [1, 3, pre.image_size if pre else "H", pre.image_size if pre else "W"]
+    lines = [
+        "# Deployment guide",
+        "",
+        f"Model `{model_name}`, {len(export.classes)} classes"
+        + (f", test accuracy {fmt(test.accuracy)}." if test else "."),
+        "",
+        "## Inputs",
+        "",
+        f"A float32 tensor of shape `{shape}` (`N x 3 x H x W`, NCHW); the batch dimension is "
+        + ("dynamic." if export.dynamic_batch else "fixed at export time."),
+        f"ONNX input name: `{export.input_name}`.",
+        "",
+        "## Preprocessing",
+        "",
+    ]
+    if pre:
+        lines += [
+            "1. Decode the image as RGB (grayscale is replicated to 3 channels).",
+            f"2. Resize to {pre.image_size} x {pre.image_size} ({pre.resize}).",
+            "3. Scale pixel values to [0, 1] (divide 8-bit values by 255).",
+            f"4. Normalize per channel: `(x - mean) / std` with mean `{pre.mean}` and std `{pre.std}`.",
+            "",
+        ]
+    lines += [
+        "## Outputs",
+        "",
+        f"Logits of shape `[N, {len(export.classes)}]` (ONNX output `{export.output_name}`); "
+        "apply softmax for probabilities; the class is the argmax, in this order:",
+        "",
+        table(["index", "class"], list(enumerate(export.classes))),
+        "",
+        "## Loading",
+        "",
+    ]
+    for artifact in export.artifacts:
+        state = "ok" if artifact.checker_ok and not artifact.error else f"FAILED: {artifact.error}"
+        lines += [f"### {artifact.format} (`{artifact.path}`, {artifact.kind}, {state})", "", "```python", artifact.load, "```", ""]
+    lines += [
+        "### PyTorch checkpoint (`checkpoints/best_model.pt` of the final training)",
+        "",
+        "```python",
+        "import torch",
+        "state = torch.load('checkpoints/best_model.pt', map_location='cpu', weights_only=True)",
+        "model.load_state_dict(state['model_state_dict'])  # model built as in the training config",
+        "```",
+        "",
+        "## Parity",
+        "",
+        table(["runtime", "samples", "max abs diff", "allclose (rtol, atol)", "top-1 agrees"], [
+            (p.runtime, p.samples, p.max_abs_diff, f"{fmt(p.allclose)} ({p.rtol}, {p.atol})", f"{p.top1_agree}/{p.samples}")
+            for p in export.parity
+        ]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_production_ready(gate: GateResult, budget_note: str | None) -> str:
+    text = render_gate(gate, "Production readiness")
+    if budget_note:
+        text += f"\n> {budget_note}\n"
+    verdict = "ready for production" if gate.passed else "NOT ready for production"
+    return text + f"\n**Verdict: {verdict}.**\n"

@@ -1,0 +1,51 @@
+"""``summary.md`` at the top of the run directory: where the pipeline is,
+every gate with a link to its report, every decision, every artifact."""
+
+from __future__ import annotations
+
+from trainpipe_operator.reports.markdown import fmt, table
+from trainpipe_operator.spec.pipeline import TrainingPipeline
+
+
+def render_summary(pipeline: TrainingPipeline) -> str:
+    status = pipeline.status
+    assert status is not None
+    spec = pipeline.spec
+    m = status.metrics
+    lines = [
+        f"# Pipeline {pipeline.metadata.name}",
+        "",
+        f"Phase: **{status.phase}**" + (f": {status.message}" if status.message else ""),
+        "",
+        table(["", ""], [
+            ("target", f"{spec.target.metric} {'<=' if spec.target.metric == 'val_loss' else '>='} {spec.target.value}"),
+            ("best val accuracy", m.best_val_acc), ("best val loss", m.best_val_loss),
+            ("test accuracy", m.test_acc), ("optimization iterations", status.iteration),
+            ("started", status.started_at), ("finished", status.finished_at),
+        ]),
+        "",
+        "## Gates",
+        "",
+    ]
+    gate_rows = []
+    for key, gate in status.gates.items():
+        counts = {r: sum(1 for c in gate.checks if c.result == r) for r in ("pass", "warn", "fail", "skip")}
+        report = status.artifacts.get(f"{key}.report", "")
+        gate_rows.append((key, "passed" if gate.passed else "FAILED",
+                          ", ".join(f"{n} {r}" for r, n in counts.items() if n),
+                          f"[report]({report})" if report else "", gate.evaluated_at))
+    lines += [table(["gate", "result", "checks", "report", "evaluated"], gate_rows) if gate_rows else "No gate evaluated yet.", ""]
+    lines += ["## Decisions", ""]
+    lines += [table(["time", "phase", "iteration", "decision", "reason"],
+                    [(d.time, d.phase, d.iteration, d.decision, d.reason) for d in status.decisions])
+              if status.decisions else "None yet.", ""]
+    lines += ["## Artifacts", ""]
+    lines += [table(["artifact", "path"], [(k, f"[{v}]({v})") for k, v in sorted(status.artifacts.items())])
+              if status.artifacts else "None yet.", ""]
+    if status.job.submission_id:
+        j = status.job
+        lines += ["## Last job", "", table(["", ""], [
+            ("submission", j.submission_id), ("phase", j.phase), ("state", j.state), ("attempt", j.attempt),
+            ("resumed from epoch", j.resumed_from_epoch), ("exit code", j.exit_code), ("message", fmt(j.message)),
+        ]), ""]
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""Read a manifest file into a TrainingPipeline, or a list of problems, one
+line each, naming the field path, the value and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from trainpipe_operator.spec.pipeline import TrainingPipeline
+from trainpipe_trainer.contract.validation_errors import format_validation_error
+
+
+class ManifestError(Exception):
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.path = path
+        self.problems = problems
+
+
+def load_manifest(path: Path) -> TrainingPipeline:
+    """Raises ManifestError with one line per problem (never a traceback)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            docs = [d for d in yaml.safe_load_all(handle) if d is not None]
+    except OSError as exc:
+        raise ManifestError(path, [f"{path}: cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(path, [f"{path}: not valid YAML: {exc}"]) from None
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise ManifestError(path, [f"{path}: expected one TrainingPipeline mapping, found {len(docs)} document(s)"])
+    try:
+        return TrainingPipeline.model_validate(docs[0])
+    except ValidationError as exc:
+        raise ManifestError(path, format_validation_error(exc, source=str(path))) from None
