@@ -17,6 +17,7 @@ def baseline_settings(spec: PipelineSpec) -> TrainSettings:
     b = spec.baseline
     return TrainSettings(
         lr=b.lr, optimizer=b.optimizer, weight_decay=b.weight_decay, scheduler=b.scheduler,
+        grad_clip_norm=b.grad_clip_norm,
         epochs=b.epochs, batch_size=spec.data.batch_size, num_workers=spec.data.num_workers,
         augment=list(spec.data.augment), image_size=spec.data.image_size, model_name=spec.model.name,
     )

@@ -62,7 +62,9 @@ class SplitSpec(CamelModel):
     def _sums_to_one(self) -> SplitSpec:
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"train + val + test must sum to 1.0, got {total:.4g}")
+            raise ValueError(
+                f"train + val + test must sum to 1.0, got {self.train:g} + {self.val:g} + {self.test:g} = {total:.4g}"
+            )
         return self
 
 
@@ -90,7 +92,9 @@ class TargetSpec(CamelModel):
     @model_validator(mode="after")
     def _accuracy_range(self) -> TargetSpec:
         if self.metric.endswith("_acc") and self.value > 1:
-            raise ValueError(f"an accuracy target is a fraction in [0, 1], got {self.value}")
+            raise ValueError(
+                f"value: a target for {self.metric} (an accuracy) is a fraction in [0, 1], got {self.value:g}"
+            )
         return self
 
     def met(self, value: float | None) -> bool:
@@ -105,6 +109,9 @@ class BaselineSpec(CamelModel):
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="optimizer")
     weight_decay: float = Field(0.01, ge=0, le=1, description="weight decay")
     scheduler: Literal["cosine", "step", "none"] = Field("cosine", description="learning-rate schedule")
+    grad_clip_norm: float | None = Field(
+        1.0, gt=0, le=1000, description="clip the total gradient norm to this; null turns clipping off"
+    )
 
 
 class OptimizationSpec(CamelModel):
@@ -136,7 +143,8 @@ class GatesSpec(CamelModel):
     def _warn_below_min(self) -> GatesSpec:
         if self.gpu_util_warn > self.gpu_util_min:
             raise ValueError(
-                f"gpuUtilWarn ({self.gpu_util_warn}) must not exceed gpuUtilMin ({self.gpu_util_min})"
+                f"gpuUtilWarn ({self.gpu_util_warn:g}) must not exceed gpuUtilMin ({self.gpu_util_min:g}); "
+                "the GPU check fails below gpuUtilWarn and warns between the two"
             )
         return self
 
@@ -146,10 +154,13 @@ class BudgetSpec(CamelModel):
         "12h", pattern=DURATION_PATTERN, description="total pipeline time (e.g. 12h, 45m, 1h30m)"
     )
 
-    @field_validator("max_duration")
+    @field_validator("max_duration", mode="before")
     @classmethod
-    def _positive(cls, value: str) -> str:
-        parse_duration(value)
+    def _positive(cls, value: Any) -> Any:
+        # Before the pattern check, so the message says what a duration is
+        # rather than quoting the regular expression.
+        if isinstance(value, str):
+            parse_duration(value)
         return value
 
     @property
@@ -162,6 +173,13 @@ class ResourcesSpec(CamelModel):
     gpus_per_worker: int = Field(0, ge=0, le=16, description="GPUs per worker")
     cpus_per_worker: float = Field(1, gt=0, le=512, description="CPUs per worker")
     memory: str = Field("4Gi", pattern=QUANTITY_PATTERN, description="memory per worker (Kubernetes quantity)")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _quantity(cls, value: Any) -> Any:
+        if isinstance(value, str) and not re.fullmatch(QUANTITY_PATTERN, value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity like 4Gi, 512Mi or 2G")
+        return value
 
 
 class RaySpec(CamelModel):
@@ -217,6 +235,16 @@ class ObjectMeta(CamelModel):
     generation: int | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _dns_name(cls, value: Any) -> Any:
+        if isinstance(value, str) and not re.fullmatch(NAME_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not a valid name: lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit (Kubernetes DNS-1123 label)"
+            )
+        return value
 
 
 class TrainingPipeline(CamelModel):
