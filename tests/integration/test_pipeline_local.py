@@ -94,12 +94,15 @@ def test_examples_digits_runs_every_phase_to_succeeded(tmp_path: Path) -> None:
 
 def test_a_target_met_at_baseline_skips_diagnostics_and_waits_for_approval(tmp_path: Path) -> None:
     run_dir = tmp_path / "fast"
-    result = run(manifest(tmp_path, "fast", approval={"required": True}), run_dir)
+    result = run(manifest(tmp_path, "fast", approval={"required": True}, gates={"reproducibility": True}), run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert decisions(run_dir) == [("Pending", "start"), ("Planning", "gate-passed"),
                                   ("Baseline", "deploy-baseline"), ("Finalization", "await-approval")]
     assert not (run_dir / "03_diagnostics").exists() and not (run_dir / "04_optimization").exists()
     assert state(run_dir).phase == "AwaitingApproval"
+    reproducible = next(c for c in state(run_dir).gates["baseline"].checks if c.id == "reproducible")
+    assert reproducible.result == "pass", reproducible.message  # the same seed, the same losses on CPU
+    assert (run_dir / "02_baseline/reproducibility/evidence.json").exists()
 
     approved = subprocess.run([TRAINPIPE, "approve", str(run_dir), "--by", "test"], capture_output=True,
                               text=True, timeout=120)
@@ -136,7 +139,7 @@ def test_train_val_copies_are_blocked_at_planning(tmp_path: Path) -> None:
             (data / split / cls).mkdir(parents=True)
     for cls in ("0", "1"):
         files = sorted((digits / cls).glob("*.png"))
-        for i, f in enumerate(files[:30]):
+        for f in files[:30]:
             shutil.copy(f, data / "train" / cls / f.name)
         for f in files[30:36]:
             shutil.copy(f, data / "test" / cls / f.name)
@@ -208,7 +211,7 @@ def test_runtime_ray_submits_each_phase_as_a_ray_job(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     status = state(run_dir)
     assert status.phase == "Succeeded"
-    assert status.job.submission_id and status.job.submission_id.startswith("ray-pipeline-finalization-")
+    assert status.job.submission_id == f"ray-pipeline-{status.run_id}-05-finalization-evaluate-a1"
     baseline = Evidence.read(run_dir / "02_baseline/evidence.json")
     assert baseline.world_size == 2  # Ray Train ran two DDP workers inside the Ray job
-    assert "Running entrypoint for job ray-pipeline-baseline-" in (run_dir / "02_baseline/job_output.log").read_text()
+    assert f"Running entrypoint for job ray-pipeline-{status.run_id}-02-baseline-train-a1" in (run_dir / "02_baseline/job_output.log").read_text()

@@ -36,8 +36,15 @@ def test_the_metrics_table_is_the_exported_one() -> None:
     assert all(spec.name in README for spec in METRICS)
 
 
+def test_the_manifest_reference_is_generated_from_the_spec_models() -> None:
+    from trainpipe_operator.spec.reference import markdown_table as spec_table
+
+    assert spec_table() in README
+
+
 def test_the_two_commands_are_make_targets() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "make run " in README and "make test " in README
     assert "\nrun:" in makefile and "\ntest:" in makefile
+    assert "trainpipe run examples/digits.yaml" in makefile
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")

@@ -132,7 +132,7 @@ def compare(
     runtime: str, run: Callable[[torch.Tensor], np.ndarray], inputs: torch.Tensor, reference: np.ndarray
 ) -> ParityCheck:
     """Run ``run`` on ``inputs`` and compare with ``reference`` (PyTorch's logits)."""
-    parity = ParityCheck(runtime=runtime, samples=int(inputs.shape[0]))  # type: ignore[arg-type]
+    parity = ParityCheck(runtime=runtime, samples=int(inputs.shape[0]))
     if inputs.shape[0] == 0:
         parity.error = "no parity inputs"
         return parity

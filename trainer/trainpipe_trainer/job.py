@@ -204,7 +204,7 @@ def _evidence(
     return Evidence(
         job_name=config.name,
         config_hash=config.config_hash(),
-        status=status,  # type: ignore[arg-type]
+        status=status,
         completed=status in ("completed", "early_stopped"),
         reason=reason,
         epochs_planned=config.train.epochs,

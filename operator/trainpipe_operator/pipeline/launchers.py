@@ -145,7 +145,7 @@ class RayJobLauncher:
             raise
         return True
 
-    def _wait(self, submission_id: str):  # type: ignore[no-untyped-def]
+    def _wait(self, submission_id: str):
         while True:
             info = self.client.get_job_info(submission_id)
             state = info.status.value if hasattr(info.status, "value") else str(info.status)

@@ -10,9 +10,8 @@ phase is redone, and its training job resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
-import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -125,6 +124,7 @@ class LocalRunner:
     # -------------------------------------------------------------- phases
     def _start(self, status: PipelineStatus) -> None:
         status.started_at = machine.now_iso()
+        status.run_id = self.pipeline.metadata.uid or uuid.uuid4().hex[:8]
         status.observed_generation = self.pipeline.metadata.generation
         machine.record(status, "start", "pipeline accepted")
 
@@ -341,11 +341,15 @@ class LocalRunner:
         return bool(data and data.get("approved"))
 
     def _run_job(self, status: PipelineStatus, phase: str, job: JobConfig, out: Path,
-                 job_file: Path | None = None) -> int:
+                 job_file: Path | None = None, attempt: int = 1) -> int:
         job_file = job_file or out / "job_request.yaml"
         rundir.write_text(job_file, job.to_yaml())
-        attempt = status.job.attempt + 1 if status.job.phase == phase and status.job.state == "INTERRUPTED" else 1
-        submission = f"{self.name}-{phase.lower()}-{status.iteration}-{job.action}-a{attempt}"
+        if status.job.phase == phase and status.job.state == "INTERRUPTED":
+            attempt = max(attempt, status.job.attempt + 1)  # a new submission after an interruption
+        # Unique per run, phase folder, action and attempt: a runner that
+        # restarts finds (and attaches to) a job it already submitted.
+        slug = str(out.relative_to(self.run_dir)).replace("/", "-").replace("_", "-")
+        submission = f"{self.name}-{status.run_id}-{slug}-{job.action}-a{attempt}"
         status.job = JobStatus(submission_id=submission, phase=phase, state="RUNNING", attempt=attempt)
         self._save(status)
         with self.progress.watch(phase, out, job.train.epochs if job.action == "train" else None):
@@ -361,10 +365,20 @@ class LocalRunner:
         return outcome.exit_code
 
     def _train(self, status: PipelineStatus, phase: str, job: JobConfig, out: Path) -> Evidence:
-        self._run_job(status, phase, job, out)
+        """Run a training job; one that dies without evidence (killed, a lost
+        node) is submitted again, resuming from its last checkpoint, up to
+        ``spec.runtime.maxAttempts`` submissions."""
         path = out / "evidence.json"
+        for attempt in range(1, self.spec.runtime.max_attempts + 1):
+            path.unlink(missing_ok=True)
+            self._run_job(status, phase, job, out, attempt=attempt)
+            if path.exists():
+                break
+            log.warning("%s job attempt %d left no evidence.json; resubmitting", phase, attempt)
         if not path.exists():
-            raise JobFailedToStart(f"the {phase} job left no evidence.json in {out}; see {out / 'job_output.log'}")
+            raise JobFailedToStart(
+                f"the {phase} job left no evidence.json in {out} after {self.spec.runtime.max_attempts} "
+                f"attempts; see {out / 'job_output.log'}")
         evidence = Evidence.read(path)
         status.job.resumed_from_epoch = evidence.resumed_from_epoch
         return evidence
@@ -412,7 +426,8 @@ class LocalRunner:
         finished = [r for r in status.runs if r.best_val_acc is not None]
         m.best_val_acc = max((r.best_val_acc for r in finished), default=None)  # type: ignore[type-var]
         m.best_val_loss = min((r.best_val_loss for r in status.runs if r.best_val_loss is not None), default=None)
-        m.best_target_metric = self._best_result(status).target_metric if self._best_result(status) else None
+        best = self._best_result(status)
+        m.best_target_metric = best.target_metric if best else None
 
     def _best_result(self, status: PipelineStatus) -> RunResult | None:
         candidates = [r for r in status.runs if r.phase != "Finalization" and r.status in ("completed", "early_stopped")
@@ -442,7 +457,10 @@ class LocalRunner:
         return baseline_settings(self.spec)
 
     def _latest_recommendations(self, status: PipelineStatus) -> tuple[TrainSettings, list[Recommendation]]:
-        data = rundir.read_json(self.run_dir / status.artifacts["diagnostics.latest"] / "recommendations.json")
+        path = self.run_dir / status.artifacts["diagnostics.latest"] / "recommendations.json"
+        data = rundir.read_json(path)
+        if data is None:
+            raise FileNotFoundError(f"{path}: the latest diagnostics left no recommendations.json")
         base = TrainSettings.model_validate(data["base_settings"])
         return base, [Recommendation.model_validate(r) for r in data["recommendations"]]
 
@@ -460,10 +478,3 @@ class LocalRunner:
 def _failures(gate: GateResult) -> str:
     return "; ".join(f"{c.id}: {c.message}" for c in gate.failures) or "no check failed"
 
-
-def now() -> float:
-    return time.time()
-
-
-def dump_json(data: Any) -> str:
-    return json.dumps(data, indent=2)

@@ -36,7 +36,7 @@ def render_training_results(
     if last is None:
         lines += ["No epoch completed.", ""]
     else:
-        rows = [
+        rows: list[tuple[object, ...]] = [
             ("train loss", last.train_loss, best.train_loss if best else None),
             ("val loss", last.val_loss, best.val_loss if best else None),
             ("train accuracy", last.train_acc, best.train_acc if best else None),

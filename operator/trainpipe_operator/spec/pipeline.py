@@ -72,7 +72,7 @@ class DataSpec(CamelModel):
     source: str = Field(
         "builtin:digits",
         min_length=1,
-        description="builtin:digits, an ImageFolder path or file:// URI, or pvc://claim/path",
+        description="builtin:digits, an ImageFolder path, or a file:// URI",
     )
     split: SplitSpec = Field(default_factory=SplitSpec, description="used when the source is not pre-split")
     image_size: int = Field(32, ge=8, le=1024, description="images are resized to this square size (px)")
@@ -125,7 +125,7 @@ class FinalizationSpec(CamelModel):
     epochs: int = Field(100, ge=1, le=100000, description="final training epochs")
     patience: int = Field(10, ge=1, le=1000, description="early-stopping patience (epochs)")
     export: list[Literal["onnx", "torchscript"]] = Field(
-        default_factory=lambda: ["onnx", "torchscript"], min_length=1, description="export formats"
+        default_factory=lambda: list[Literal["onnx", "torchscript"]](["onnx", "torchscript"]), min_length=1, description="export formats"
     )
 
 
@@ -172,7 +172,7 @@ class ResourcesSpec(CamelModel):
     workers: int = Field(1, ge=1, le=1024, description="DDP training workers")
     gpus_per_worker: int = Field(0, ge=0, le=16, description="GPUs per worker")
     cpus_per_worker: float = Field(1, gt=0, le=512, description="CPUs per worker")
-    memory: str = Field("4Gi", pattern=QUANTITY_PATTERN, description="memory per worker (Kubernetes quantity)")
+    memory: str = Field("4Gi", pattern=QUANTITY_PATTERN, description="memory per worker (Kubernetes quantity; the operator's pod request, unused by trainpipe run)")
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -186,7 +186,7 @@ class RaySpec(CamelModel):
     address: str | None = Field(
         None, description="Ray dashboard / Job API address (http://host:8265); none: a local Ray"
     )
-    token_secret: str | None = Field(None, description="Secret holding the Ray auth token (key: token)")
+    token_secret: str | None = Field(None, description="Secret holding the Ray auth token (key: token); trainpipe run reads RAY_AUTH_TOKEN instead")
 
 
 class RuntimeSpec(CamelModel):
@@ -194,12 +194,12 @@ class RuntimeSpec(CamelModel):
         "local", description="local: this machine; ray: Ray Job API; rayjob: a KubeRay RayJob"
     )
     ray: RaySpec = Field(default_factory=RaySpec, description="Ray settings")
-    max_attempts: int = Field(3, ge=1, le=20, description="job submissions per phase before it fails")
+    max_attempts: int = Field(3, ge=1, le=20, description="submissions of a job that ends without evidence (a crash, a lost node) before the phase fails; each resumes from the last checkpoint")
 
 
 class StorageSpec(CamelModel):
     path: str | None = Field(
-        None, description="artifact store root (shared by the operator and the jobs); default: the run directory"
+        None, description="artifact store root shared by the operator and its jobs; trainpipe run uses --run-dir"
     )
 
 
@@ -227,7 +227,7 @@ class PipelineSpec(CamelModel):
 class ObjectMeta(CamelModel):
     """The part of Kubernetes metadata trainpipe reads; the rest passes through."""
 
-    model_config = {**CamelModel.model_config, "extra": "allow"}  # type: ignore[misc]
+    model_config = {**CamelModel.model_config, "extra": "allow"}
 
     name: str = Field(..., min_length=1, max_length=63, pattern=NAME_PATTERN)
     namespace: str | None = None

@@ -93,6 +93,7 @@ class RunResult(CamelModel):
 class PipelineStatus(CamelModel):
     phase: Phase = "Pending"
     message: str = ""
+    run_id: str | None = None
     observed_generation: int | None = None
     started_at: str | None = None
     finished_at: str | None = None

@@ -123,7 +123,7 @@ class EvaluateConfig(_Model):
     """For ``action: evaluate``: which checkpoint to test and export."""
 
     checkpoint: str = Field(..., description="the checkpoint to evaluate (usually .../best_model.pt)")
-    export: list[Literal["onnx", "torchscript"]] = Field(default_factory=lambda: ["onnx", "torchscript"])
+    export: list[Literal["onnx", "torchscript"]] = Field(default_factory=lambda: list[Literal["onnx", "torchscript"]](["onnx", "torchscript"]))
     parity_samples: int = Field(64, ge=1, le=100000, description="test inputs compared across runtimes")
 
 

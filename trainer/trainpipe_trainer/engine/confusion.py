@@ -33,7 +33,7 @@ def save_confusion_png(matrix: torch.Tensor, classes: list[str], path: Path, tit
         for i in range(data.shape[0]):
             for j in range(data.shape[1]):
                 color = "white" if data[i, j] > peak / 2 else "black"
-                ax.text(j, i, int(data[i, j]), ha="center", va="center", color=color, fontsize=8)
+                ax.text(j, i, str(int(data[i, j])), ha="center", va="center", color=color, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)

@@ -23,7 +23,7 @@ class ResumableDistributedSampler(DistributedSampler):
         """Skip the first ``samples_already_seen`` indices of this rank's epoch."""
         self.start_index = samples_already_seen
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         indices = list(super().__iter__())[self.start_index :]
         return iter([(index, self.epoch) for index in indices])
 

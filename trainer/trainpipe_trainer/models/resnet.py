@@ -4,6 +4,8 @@ almost nothing before the first block."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import nn
 from torchvision.models import resnet18, resnet50
 
@@ -17,7 +19,7 @@ def _adapt(model: nn.Module, request: ModelBuildRequest) -> nn.Module:
         model.conv1 = nn.Conv2d(request.in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
     if request.dropout > 0:
-        model.fc = nn.Sequential(nn.Dropout(request.dropout), model.fc)
+        model.fc = nn.Sequential(nn.Dropout(request.dropout), cast(nn.Module, model.fc))
     return model
 
 

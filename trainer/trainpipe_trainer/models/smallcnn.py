@@ -29,7 +29,7 @@ class SmallCNN(nn.Module):
             nn.Linear(128, request.num_classes),
         )
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x):
         return self.classifier(self.features(x))
 
 

@@ -1,0 +1,53 @@
+"""The manifest reference table, rendered from the spec models: the README
+carries this exact text (a test compares), so the documentation cannot
+drift from the fields the code accepts."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from trainpipe_operator.spec.pipeline import PipelineSpec
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if origin in (list, tuple):
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if args and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return _type_name(rest[0]) + " or null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(field: Any) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+        return "" if isinstance(value, BaseModel) else f"`{value}`"
+    if field.default is PydanticUndefined:
+        return "(required)"
+    return "null" if field.default is None else f"`{field.default}`"
+
+
+def rows(model: type[BaseModel] = PipelineSpec, prefix: str = "spec.") -> list[tuple[str, str, str, str]]:
+    out = []
+    for name, field in model.model_fields.items():
+        path = prefix + (field.alias or name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out += rows(annotation, path + ".")
+        else:
+            out.append((path, _type_name(annotation), _default(field), field.description or ""))
+    return out
+
+
+def markdown_table() -> str:
+    lines = ["| field | type | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{p}` | {t} | {d} | {m} |" for p, t, d, m in rows()]
+    return "\n".join(lines)
