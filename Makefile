@@ -31,7 +31,7 @@ system-deps:
 run: venv
 	$(BIN)/trainpipe run examples/digits.yaml --run-dir $(RUN_DIR)
 
-test: venv system-deps lint
+test: venv system-deps lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv

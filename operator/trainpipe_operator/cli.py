@@ -34,6 +34,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
 
 
+def cmd_crd(args: argparse.Namespace) -> int:
+    from trainpipe_operator.crd import render_crd_yaml
+
+    text = render_crd_yaml()
+    if not args.write:
+        sys.stdout.write(text)
+        return 0
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text, encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainpipe", description="Gated training pipelines.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("run_dir", type=Path)
     approve.add_argument("--by", help="who approves (default: the current user)")
     approve.set_defaults(func=lambda a: commands.approve(a.run_dir, a.by))
+
+    crd = sub.add_parser("crd", help="print the TrainingPipeline CRD generated from the spec models")
+    crd.add_argument("--write", action="store_true", help="write it to --output instead of printing it")
+    crd.add_argument("--output", type=Path, default=Path("crds/trainingpipelines.trainpipe.io.yaml"),
+                     help="where --write writes (default: crds/trainingpipelines.trainpipe.io.yaml)")
+    crd.set_defaults(func=cmd_crd)
     return parser
 
 

@@ -72,9 +72,18 @@ class JobFailedToStart(Exception):
     """A job ended without leaving the file its phase needs."""
 
 
+class JobPending(Exception):
+    """An asynchronous launcher's job has not finished yet: come back later."""
+
+    def __init__(self, submission_id: str, state: str) -> None:
+        super().__init__(f"job {submission_id} is {state}")
+        self.submission_id = submission_id
+        self.state = state
+
+
 class LocalRunner:
     def __init__(self, pipeline: TrainingPipeline, run_dir: Path, launcher: Launcher, runtime: str,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, resubmit_interrupted: bool = False) -> None:
         self.pipeline = pipeline
         self.spec = pipeline.spec
         self.name = pipeline.metadata.name
@@ -82,24 +91,37 @@ class LocalRunner:
         self.launcher = launcher
         self.runtime = runtime
         self.progress = progress or Progress(enabled=False)
+        # The operator resubmits a stopped job (attempt + 1, resuming); the
+        # CLI stops and lets the person rerun the command.
+        self.resubmit_interrupted = resubmit_interrupted
 
     # ------------------------------------------------------------------ loop
     def run(self) -> PipelineStatus:
-        status = rundir.load_state(self.run_dir) or PipelineStatus()
+        """Drive the pipeline from its saved state until it ends (or waits for
+        approval). With a blocking launcher this never suspends."""
+        return self.advance(rundir.load_state(self.run_dir) or PipelineStatus())
+
+    def advance(self, status: PipelineStatus) -> PipelineStatus:
+        """Run phase handlers until a terminal phase, AwaitingApproval, or a
+        job that is still running (``JobPending`` propagates: the operator
+        calls this again on its next tick, and the handler replays up to the
+        job it waits for: every step before it is idempotent)."""
         handlers = {
             "Pending": self._start, "Planning": self._planning, "Baseline": self._baseline,
             "Diagnostics": self._diagnostics, "Optimization": self._optimization,
             "Finalization": self._finalization,
         }
         while status.phase in handlers:
-            if machine.budget_applies(status.phase) and self._budget_spent(status):
+            job_running = status.job.phase == status.phase and status.job.state == "RUNNING"
+            if machine.budget_applies(status.phase) and not job_running and self._budget_spent(status):
                 status.budget_exhausted = True
                 machine.record(status, "budget-exhausted",
                                f"the budget of {self.spec.budget.max_duration} is spent "
                                f"({self._elapsed(status):.0f} s): accepting the best result "
                                f"({status.best_run}) and finalizing it")
             else:
-                self.progress.phase(status.phase, status.iteration)
+                if not job_running:
+                    self.progress.phase(status.phase, status.iteration)
                 handlers[status.phase](status)
             self._save(status)
         return status
@@ -342,16 +364,25 @@ class LocalRunner:
 
     def _run_job(self, status: PipelineStatus, phase: str, job: JobConfig, out: Path,
                  job_file: Path | None = None, attempt: int = 1) -> int:
+        """Run (or, replaying, find) one job; returns its exit code.
+
+        Raises:
+            PipelineInterrupted: the job was interrupted and checkpointed, and
+                this runner does not resubmit interrupted jobs (``trainpipe
+                run``: the user pressed Ctrl-C and reruns the command).
+            JobPending: an asynchronous launcher's job is still running.
+        """
         job_file = job_file or out / "job_request.yaml"
         rundir.write_text(job_file, job.to_yaml())
-        if status.job.phase == phase and status.job.state == "INTERRUPTED":
+        if not self.resubmit_interrupted and status.job.phase == phase and status.job.state == "INTERRUPTED":
             attempt = max(attempt, status.job.attempt + 1)  # a new submission after an interruption
         # Unique per run, phase folder, action and attempt: a runner that
         # restarts finds (and attaches to) a job it already submitted.
         slug = str(out.relative_to(self.run_dir)).replace("/", "-").replace("_", "-")
         submission = f"{self.name}-{status.run_id}-{slug}-{job.action}-a{attempt}"
-        status.job = JobStatus(submission_id=submission, phase=phase, state="RUNNING", attempt=attempt)
-        self._save(status)
+        if status.job.submission_id != submission or status.job.state != "RUNNING":
+            status.job = JobStatus(submission_id=submission, phase=phase, state="RUNNING", attempt=attempt)
+            self._save(status)
         with self.progress.watch(phase, out, job.train.epochs if job.action == "train" else None):
             outcome = self.launcher.run(job_file, out, submission)
         status.job.exit_code = outcome.exit_code
@@ -359,22 +390,24 @@ class LocalRunner:
         if outcome.interrupted:
             status.job.state = "INTERRUPTED"
             self._save(status)
-            raise PipelineInterrupted(
-                f"{phase} job {submission} was interrupted and checkpointed; run the same command to continue")
+            if not self.resubmit_interrupted:
+                raise PipelineInterrupted(
+                    f"{phase} job {submission} was interrupted and checkpointed; run the same command to continue")
+            return outcome.exit_code
         status.job.state = "SUCCEEDED" if outcome.exit_code == 0 else "FAILED"
         return outcome.exit_code
 
     def _train(self, status: PipelineStatus, phase: str, job: JobConfig, out: Path) -> Evidence:
-        """Run a training job; one that dies without evidence (killed, a lost
-        node) is submitted again, resuming from its last checkpoint, up to
+        """Run a training job. One that ends without a verdict (killed, a lost
+        node, or stopped and ``resubmit_interrupted``) is submitted again as
+        the next attempt, resuming from its last checkpoint, up to
         ``spec.runtime.maxAttempts`` submissions."""
         path = out / "evidence.json"
         for attempt in range(1, self.spec.runtime.max_attempts + 1):
-            path.unlink(missing_ok=True)
-            self._run_job(status, phase, job, out, attempt=attempt)
-            if path.exists():
+            code = self._run_job(status, phase, job, out, attempt=attempt)
+            if code in (0, 1) and path.exists():  # completed, or failed with the reason in evidence
                 break
-            log.warning("%s job attempt %d left no evidence.json; resubmitting", phase, attempt)
+            log.warning("%s job attempt %d ended with code %d and no verdict; resubmitting", phase, attempt, code)
         if not path.exists():
             raise JobFailedToStart(
                 f"the {phase} job left no evidence.json in {out} after {self.spec.runtime.max_attempts} "

@@ -1,0 +1,242 @@
+"""``python -m trainpipe_operator.devcluster up|down|status [--dir .dev]``.
+
+``up`` starts etcd + kube-apiserver, a Ray head and Prometheus (scraping the
+Ray head's metrics and any ``--scrape host:port``) detached from this
+process, installs the CRD and the operator RBAC when the repository has them
+(the RBAC's roles are also bound to the ``trainpipe-operator`` user of
+``operator.kubeconfig``), and writes into the folder: ``kubeconfig``,
+``operator.kubeconfig``, ``env`` (``source`` it) and ``pids.json``. It either
+succeeds or leaves nothing running. ``down`` stops what ``pids.json`` names;
+``status`` prints what runs (exit 0 only when everything does). The cluster
+keeps no state across ``down``/``up``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._proc import http_status, pid_alive, stop_pid
+from .apiserver import ASSETS_HINT, OPERATOR_USER, ControlPlane, find_assets, has_assets
+from .prometheus import PrometheusServer
+from .ray_head import RayHead
+
+CRD_FILE = Path("crds/trainingpipelines.trainpipe.io.yaml")
+RBAC_FILE = Path("charts/trainpipe/files/operator-rbac.yaml")
+STOP_ORDER = ("prometheus", "ray", "kube-apiserver", "etcd")
+
+
+def _say(message: str) -> None:
+    print(f"devcluster: {message}", file=sys.stderr, flush=True)
+
+
+def _state_path(folder: Path) -> Path:
+    return folder / "pids.json"
+
+
+def load_state(folder: Path) -> dict[str, Any] | None:
+    path = _state_path(folder)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def running(state: dict[str, Any]) -> dict[str, bool]:
+    return {name: pid_alive(entry["pid"], entry["expect"])
+            for name, entry in state["components"].items()}
+
+
+# -- manifests ---------------------------------------------------------------
+def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
+    binary = shutil.which("kubectl")
+    if binary is None:
+        raise RuntimeError("kubectl is not on PATH: install it to apply the CRD and RBAC")
+    cmd = [binary, f"--kubeconfig={kubeconfig}", *args]
+    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"`kubectl {' '.join(args)}` failed ({done.returncode}): "
+                           f"{(done.stderr or done.stdout).strip()}")
+    return done.stdout
+
+
+def operator_user_bindings(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bind the dev operator user to every (Cluster)Role the chart's RBAC defines."""
+    subject = [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": OPERATOR_USER}]
+    out: list[dict[str, Any]] = []
+    for doc in docs:
+        kind, meta = doc.get("kind"), doc.get("metadata", {})
+        if kind not in ("ClusterRole", "Role"):
+            continue
+        binding: dict[str, Any] = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding" if kind == "ClusterRole" else "RoleBinding",
+            "metadata": {"name": f"trainpipe-dev-user-{meta['name']}"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": meta["name"]},
+            "subjects": subject,
+        }
+        if kind == "Role":
+            binding["metadata"]["namespace"] = meta.get("namespace", "default")
+        out.append(binding)
+    return out
+
+
+def apply_manifests(kubeconfig: Path, repo_root: Path) -> list[str]:
+    """Apply the CRD and the operator RBAC when the repository has them; return what was applied."""
+    applied = []
+    crd = repo_root / CRD_FILE
+    if crd.exists():
+        kubectl(kubeconfig, "apply", "-f", str(crd))
+        kubectl(kubeconfig, "wait", "--for=condition=Established", "-f", str(crd), "--timeout=60s")
+        applied.append(str(CRD_FILE))
+    rbac = repo_root / RBAC_FILE
+    if rbac.exists():
+        try:
+            docs = [d for d in yaml.safe_load_all(rbac.read_text()) if isinstance(d, dict)]
+        except yaml.YAMLError as exc:
+            raise RuntimeError(f"{rbac} is not plain YAML: {exc}") from exc
+        namespaces = {d["metadata"]["namespace"] for d in docs if d.get("metadata", {}).get("namespace")}
+        namespaces |= {s["namespace"] for d in docs for s in d.get("subjects") or [] if s.get("namespace")}
+        if namespaces:
+            kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(
+                [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+                 for ns in sorted(namespaces)]))
+        kubectl(kubeconfig, "apply", "-f", "-",
+                stdin=yaml.safe_dump_all(docs + operator_user_bindings(docs)))
+        applied.append(str(RBAC_FILE))
+    return applied
+
+
+# -- commands ----------------------------------------------------------------
+def write_env(folder: Path, values: dict[str, str]) -> Path:
+    path = folder / "env"
+    path.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
+    path.chmod(0o600)
+    return path
+
+
+def up(folder: Path, assets: Path | None, repo_root: Path, scrape: list[str]) -> int:
+    state = load_state(folder)
+    if state is not None:
+        alive = running(state)
+        if all(alive.values()):
+            _say(f"already running (see {_state_path(folder)}); `down` first to restart")
+            return 0
+        if any(alive.values()):
+            _say(f"partly running ({', '.join(n for n, a in alive.items() if a)}): run `down` first")
+            return 1
+    assets = assets or find_assets()
+    if not has_assets(assets):
+        _say(f"no kube-apiserver/etcd found: {ASSETS_HINT} (or pass --assets)")
+        return 2
+    assert assets is not None
+    folder = folder.absolute()
+    started: list[Any] = []
+    try:
+        began = time.monotonic()
+        plane = ControlPlane(assets, folder).start()
+        started.append(plane)
+        _say(f"kube-apiserver ready at {plane.url} ({plane.ready_seconds:.1f} s after etcd)")
+        ray = RayHead(folder / "ray").start()
+        started.append(ray)
+        _say(f"Ray head ready at {ray.address}")
+        targets = {"ray": [ray.metrics_address]}
+        if scrape:
+            targets["trainpipe"] = scrape
+        prom = PrometheusServer.start(targets, folder / "prometheus")
+        started.append(prom)
+        _say(f"Prometheus ready at {prom.url}")
+        for item in apply_manifests(plane.kubeconfig, repo_root):
+            _say(f"applied {item}")
+    except BaseException as exc:
+        for component in reversed(started):
+            component.stop()
+        _say(f"up failed, stopped what had started: {exc}")
+        return 1
+    write_env(folder, {
+        "KUBECONFIG": str(plane.kubeconfig),
+        "TRAINPIPE_OPERATOR_KUBECONFIG": str(plane.operator_kubeconfig),
+        "RAY_ADDRESS": ray.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray.token,
+        "PROMETHEUS_URL": prom.url,
+    })
+    assert plane.etcd is not None and plane.apiserver is not None and ray.process is not None
+    _state_path(folder).write_text(json.dumps({
+        "components": {
+            "etcd": {"pid": plane.etcd.pid, "expect": str(plane.assets_dir / "etcd")},
+            "kube-apiserver": {"pid": plane.apiserver.pid,
+                               "expect": str(plane.assets_dir / "kube-apiserver")},
+            "ray": {"pid": ray.process.pid, "expect": f"{ray.bin_dir / 'ray'} start"},
+            "prometheus": {"pid": prom.pid, "expect": "prometheus"},
+        },
+        "urls": {"kube-apiserver": plane.url, "etcd": plane.etcd_url, "ray": ray.address,
+                 "prometheus": prom.url},
+        "kubeconfig": str(plane.kubeconfig),
+    }, indent=2))
+    _say(f"up in {time.monotonic() - began:.1f} s; `source {folder / 'env'}`")
+    return 0
+
+
+def down(folder: Path) -> int:
+    state = load_state(folder)
+    if state is None:
+        _say(f"nothing to stop ({_state_path(folder)} does not exist)")
+        return 0
+    components = state["components"]
+    for name in STOP_ORDER:
+        entry = components.get(name)
+        if entry and stop_pid(entry["pid"], entry["expect"], timeout=60 if name == "ray" else 15):
+            _say(f"stopped {name} (pid {entry['pid']})")
+    _state_path(folder).unlink()
+    return 0
+
+
+def status(folder: Path) -> int:
+    state = load_state(folder)
+    if state is None:
+        print(f"not running ({_state_path(folder)} does not exist)")
+        return 1
+    alive = running(state)
+    for name, entry in state["components"].items():
+        url = state["urls"].get(name, "")
+        print(f"{name:15} pid {entry['pid']:<8} {'running' if alive[name] else 'STOPPED':8} {url}")
+    if alive.get("kube-apiserver"):
+        token = yaml.safe_load(Path(state["kubeconfig"]).read_text())["users"][0]["user"]["token"]
+        code = http_status(f"{state['urls']['kube-apiserver']}/readyz", 3.0,
+                           {"Authorization": f"Bearer {token}"}, _insecure())
+        print(f"{'':15} /readyz answers {code}")
+    return 0 if all(alive.values()) else 1
+
+
+def _insecure() -> Any:
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainpipe_operator.devcluster",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--dir", type=Path, default=Path(".dev"), help="state folder (.dev)")
+    parser.add_argument("--assets", type=Path, default=None,
+                        help="folder with kube-apiserver and etcd (default: KUBEBUILDER_ASSETS, "
+                             "then hack/envtest.sh's cache)")
+    parser.add_argument("--repo-root", type=Path, default=Path.cwd(),
+                        help="where crds/ and charts/ are (default: the current folder)")
+    parser.add_argument("--scrape", action="append", default=[], metavar="HOST:PORT",
+                        help="another target for Prometheus (job trainpipe); repeatable")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return up(args.dir, args.assets, args.repo_root, args.scrape)
+    if args.command == "down":
+        return down(args.dir)
+    return status(args.dir)

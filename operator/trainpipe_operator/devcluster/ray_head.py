@@ -1,0 +1,120 @@
+"""A local Ray head for the dev cluster, the tests and ``RayJobLauncher``:
+``ray start --head --block`` as a child in a session of its own, started from
+this Python environment's ``bin`` (first on its PATH, so a job's ``python``
+is this environment's), every port on loopback-chosen free ports so that
+several heads can run on one machine, token authentication on.
+
+The token: the one given, else ``RAY_AUTH_TOKEN`` from the environment, else
+Ray's default file ``~/.ray/auth_token`` (written, as ``ray get-auth-token
+--generate`` would, when missing). Clients use it with ``RAY_AUTH_MODE=token``.
+Stopping SIGTERMs the head's process group: this head and only this one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ._proc import free_ports, http_status, log_tail, spawn, stop_process
+
+TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+PORT_FLAGS = (
+    "--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port",
+    "--node-manager-port", "--object-manager-port",
+)
+
+
+def default_token() -> str:
+    """``RAY_AUTH_TOKEN``, else ``~/.ray/auth_token`` (generated when missing)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"]
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or TOKEN_FILE)
+    if not path.exists() or not path.read_text().strip():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))  # what Ray itself generates
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def wait_for_dashboard(address: str, head: subprocess.Popen, timeout: float,
+                       log_path: Path | None = None) -> None:
+    """Wait until the dashboard answers at ``address`` (401 without a token counts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            tail = f"; its log ({log_path}) ends:\n{log_tail(log_path)}" if log_path else ""
+            raise RuntimeError(f"the local Ray head exited with code {head.returncode} while starting{tail}")
+        if http_status(f"{address}/api/version", timeout=2.0) is not None:
+            return
+        time.sleep(0.5)
+    tail = f"; its log ({log_path}) ends:\n{log_tail(log_path)}" if log_path else ""
+    raise TimeoutError(f"the local Ray head did not answer at {address} within {timeout:.0f} s{tail}")
+
+
+class RayHead:
+    """``start()`` (or ``with``) → ``address`` (dashboard URL), ``token``, ``gcs_address``,
+    ``metrics_address`` (host:port Prometheus scrapes); ``stop()``."""
+
+    def __init__(self, workdir: Path | str, token: str | None = None,
+                 bin_dir: Path | str | None = None, ready_timeout: float = 180.0,
+                 num_cpus: int | None = None):
+        self.workdir = Path(workdir).absolute()
+        self.bin_dir = Path(bin_dir) if bin_dir else Path(sys.executable).parent
+        self._explicit_token = token
+        self.token = ""
+        self.ready_timeout = ready_timeout
+        self.num_cpus = num_cpus
+        self.process: subprocess.Popen[bytes] | None = None
+        self.address = ""
+        self.gcs_address = ""
+        self.metrics_address = ""
+        self.log_path = self.workdir / "ray-head.log"
+
+    def start(self) -> RayHead:
+        ray = self.bin_dir / "ray"
+        if not os.access(ray, os.X_OK):
+            raise FileNotFoundError(
+                f"{ray} not found: install Ray into this environment (`make venv`, extra `trainer`)"
+            )
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.token = self._explicit_token or default_token()
+        env = {**os.environ, "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+               "RAY_AUTH_MODE": "token"}
+        if self._explicit_token:
+            env["RAY_AUTH_TOKEN"] = self._explicit_token
+        ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+        cmd = [str(ray), "start", "--head", "--block", "--dashboard-host=127.0.0.1",
+               "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+               *(f"{flag}={port}" for flag, port in ports.items())]
+        if self.num_cpus is not None:
+            cmd.append(f"--num-cpus={self.num_cpus}")
+        self.address = f"http://127.0.0.1:{ports['--dashboard-port']}"
+        self.gcs_address = f"127.0.0.1:{ports['--port']}"
+        self.metrics_address = f"127.0.0.1:{ports['--metrics-export-port']}"
+        self.process = spawn(cmd, self.log_path, env=env)
+        try:
+            wait_for_dashboard(self.address, self.process, self.ready_timeout, self.log_path)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM the head's process group; SIGKILL what is left after ``timeout``."""
+        if self.process is not None:
+            stop_process(self.process, timeout)
+
+    def __enter__(self) -> RayHead:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
