@@ -47,6 +47,20 @@ def cmd_crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    from trainpipe_operator.controller.main import run_operator
+    from trainpipe_operator.controller.settings import OperatorSettings
+
+    settings = OperatorSettings()
+    for name in ("artifact_root", "prometheus_url", "ray_address", "metrics_port", "liveness_port", "poll_seconds"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(settings, name, value)
+    if args.namespace:
+        settings.namespaces = args.namespace
+    return run_operator(settings, args.kubeconfig, json_logs=not args.plain_logs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainpipe", description="Gated training pipelines.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     crd.add_argument("--output", type=Path, default=Path("crds/trainingpipelines.trainpipe.io.yaml"),
                      help="where --write writes (default: crds/trainingpipelines.trainpipe.io.yaml)")
     crd.set_defaults(func=cmd_crd)
+
+    operator = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    operator.add_argument("--kubeconfig", type=Path, help="default: in-cluster, else $KUBECONFIG")
+    operator.add_argument("--artifact-root", type=Path, help="shared artifact store ($TRAINPIPE_ARTIFACT_ROOT)")
+    operator.add_argument("--prometheus-url", help="Prometheus for the GPU check ($TRAINPIPE_PROMETHEUS_URL)")
+    operator.add_argument("--ray-address", help="default Ray Job API address ($TRAINPIPE_RAY_ADDRESS)")
+    operator.add_argument("--namespace", action="append", default=None, help="watch only these (repeatable)")
+    operator.add_argument("--metrics-port", type=int, help="/metrics port, 0: off ($TRAINPIPE_METRICS_PORT, 9090)")
+    operator.add_argument("--liveness-port", type=int, help="/healthz port, 0: off ($TRAINPIPE_LIVENESS_PORT, 8080)")
+    operator.add_argument("--poll-seconds", type=float, help="reconcile interval ($TRAINPIPE_POLL_SECONDS, 2)")
+    operator.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON")
+    operator.set_defaults(func=cmd_operator)
     return parser
 
 

@@ -42,22 +42,32 @@ def default_token() -> str:
 
 
 def wait_for_dashboard(address: str, head: subprocess.Popen, timeout: float,
-                       log_path: Path | None = None) -> None:
-    """Wait until the dashboard answers at ``address`` (401 without a token counts)."""
+                       log_path: Path | None = None, token: str | None = None) -> None:
+    """Wait until the dashboard answers at ``address`` (401 without a token counts);
+    with ``token``, until its Job API lists jobs with that token."""
+    url, headers = f"{address}/api/version", {}
+    if token:
+        url, headers = f"{address}/api/jobs/", {"Authorization": f"Bearer {token}"}
     deadline = time.monotonic() + timeout
+    last: int | None = None
     while time.monotonic() < deadline:
         if head.poll() is not None:
-            tail = f"; its log ({log_path}) ends:\n{log_tail(log_path)}" if log_path else ""
-            raise RuntimeError(f"the local Ray head exited with code {head.returncode} while starting{tail}")
-        if http_status(f"{address}/api/version", timeout=2.0) is not None:
+            raise RuntimeError(f"the local Ray head exited with code {head.returncode} while "
+                               f"starting{_log_hint(log_path)}")
+        last = http_status(url, timeout=2.0, headers=headers)
+        if last is not None and (last == 200 or not token):
             return
         time.sleep(0.5)
-    tail = f"; its log ({log_path}) ends:\n{log_tail(log_path)}" if log_path else ""
-    raise TimeoutError(f"the local Ray head did not answer at {address} within {timeout:.0f} s{tail}")
+    raise TimeoutError(f"the local Ray head did not answer at {url} within {timeout:.0f} s "
+                       f"(last answer: {last}){_log_hint(log_path)}")
+
+
+def _log_hint(log_path: Path | None) -> str:
+    return f"; its log ({log_path}) ends:\n{log_tail(log_path)}" if log_path else ""
 
 
 class RayHead:
-    """``start()`` (or ``with``) → ``address`` (dashboard URL), ``token``, ``gcs_address``,
+    """``start()`` (or ``with``) → ``address`` (dashboard URL), ``token``, ``port`` (GCS),
     ``metrics_address`` (host:port Prometheus scrapes); ``stop()``."""
 
     def __init__(self, workdir: Path | str, token: str | None = None,
@@ -71,7 +81,7 @@ class RayHead:
         self.num_cpus = num_cpus
         self.process: subprocess.Popen[bytes] | None = None
         self.address = ""
-        self.gcs_address = ""
+        self.port = 0
         self.metrics_address = ""
         self.log_path = self.workdir / "ray-head.log"
 
@@ -85,20 +95,23 @@ class RayHead:
         self.token = self._explicit_token or default_token()
         env = {**os.environ, "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
                "RAY_AUTH_MODE": "token"}
+        # No 30 s SIGTERM drain (meant for Serve under KubeRay): stop at once.
+        env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
         if self._explicit_token:
             env["RAY_AUTH_TOKEN"] = self._explicit_token
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
         cmd = [str(ray), "start", "--head", "--block", "--dashboard-host=127.0.0.1",
-               "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+               "--disable-usage-stats",
                *(f"{flag}={port}" for flag, port in ports.items())]
         if self.num_cpus is not None:
             cmd.append(f"--num-cpus={self.num_cpus}")
         self.address = f"http://127.0.0.1:{ports['--dashboard-port']}"
-        self.gcs_address = f"127.0.0.1:{ports['--port']}"
+        self.port = ports["--port"]
         self.metrics_address = f"127.0.0.1:{ports['--metrics-export-port']}"
         self.process = spawn(cmd, self.log_path, env=env)
         try:
-            wait_for_dashboard(self.address, self.process, self.ready_timeout, self.log_path)
+            wait_for_dashboard(self.address, self.process, self.ready_timeout, self.log_path,
+                               self.token)
         except BaseException:
             self.stop()
             raise

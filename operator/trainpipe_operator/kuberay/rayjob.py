@@ -81,7 +81,9 @@ def _storage_fields(storage: Mapping[str, Any]) -> tuple[str, str, str | None]:
 def _owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
     missing = [k for k in ("apiVersion", "kind", "name", "uid") if not owner.get(k)]
     if missing:
-        raise ValueError(f"owner is missing {', '.join(missing)}: an owner reference needs apiVersion, kind, name and uid")
+        raise ValueError(
+            f"owner is missing {', '.join(missing)}: an owner reference needs apiVersion, kind, name and uid"
+        )
     return {
         "apiVersion": str(owner["apiVersion"]),
         "kind": str(owner["kind"]),
@@ -219,15 +221,13 @@ def build_rayjob(
         PIPELINE_LABEL: owner_ref["name"],
         RAYJOB_LABEL: name,
     }
-    mounts = _mounts(mount_path, sub_path)
-
     head_container = {
         "name": "ray-head",
         "image": image,
         "imagePullPolicy": image_pull_policy,
         "resources": _resources(head_cpu, head_memory),
         "ports": [{"name": port_name, "containerPort": port} for port_name, port in HEAD_PORTS],
-        "volumeMounts": mounts,
+        "volumeMounts": _mounts(mount_path, sub_path),
         "securityContext": _container_security(),
     }
     gpus = resources.gpus_per_worker
@@ -236,11 +236,13 @@ def build_rayjob(
         "image": image,
         "imagePullPolicy": image_pull_policy,
         "resources": _resources(cpu_quantity(resources.cpus_per_worker), resources.memory, gpus),
-        "volumeMounts": mounts,
+        "volumeMounts": _mounts(mount_path, sub_path),
         "securityContext": _container_security(),
     }
     gpu_tolerations = (
-        [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}] if gpus > 0 else None
+        [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        if gpus > 0
+        else None
     )
     submitter_container = {
         "name": "ray-job-submitter",

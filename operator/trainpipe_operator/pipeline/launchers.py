@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +31,15 @@ from trainpipe_trainer.contract.evidence import Evidence
 log = logging.getLogger(__name__)
 
 INTERRUPTED = 75  # the trainer's "interrupted, resumable" exit code
+
+
+class JobPending(Exception):
+    """An asynchronous launcher's job has not finished yet: come back later."""
+
+    def __init__(self, submission_id: str, state: str) -> None:
+        super().__init__(f"job {submission_id} is {state}")
+        self.submission_id = submission_id
+        self.state = state
 
 
 @dataclass
@@ -86,8 +96,11 @@ class RayJobLauncher:
 
     TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
-    def __init__(self, address: str | None, token: str | None = None, poll_seconds: float = 1.0) -> None:
+    def __init__(self, address: str | None, token: str | None = None, poll_seconds: float = 1.0,
+                 wait: bool = True, on_submit: Callable[[str], None] | None = None) -> None:
         self.poll_seconds = poll_seconds
+        self.wait = wait
+        self.on_submit = on_submit
         self._head: subprocess.Popen | None = None
         if token:
             os.environ["RAY_AUTH_TOKEN"] = token
@@ -98,22 +111,23 @@ class RayJobLauncher:
         self.client = JobSubmissionClient(self.address)
 
     def _start_local_head(self) -> str:
-        """``ray start --head --block`` as a child: terminating it stops this
-        head (and only this one), whatever else runs on the machine."""
-        bin_dir = Path(sys.executable).parent
-        port, dashboard = _free_port(), _free_port()
-        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-        self._head = subprocess.Popen(
-            [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}",
-             f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
-        )
-        address = f"http://127.0.0.1:{dashboard}"
-        _wait_for_dashboard(address, self._head, timeout=180)
-        log.info("started a local Ray head (dashboard %s)", address)
-        return address
+        """A Ray head of its own (``devcluster.RayHead``: ``ray start --head
+        --block`` in its own session from this environment): stopping it stops
+        this head only, whatever else runs on the machine."""
+        import tempfile
+
+        from trainpipe_operator.devcluster.ray_head import RayHead
+
+        head = RayHead(Path(tempfile.mkdtemp(prefix="trainpipe-ray-head-"))).start()
+        self._local_head: RayHead | None = head
+        self._head = head.process
+        log.info("started a local Ray head (dashboard %s, log %s)", head.address, head.log_path)
+        return head.address
 
     def run(self, job_file: Path, run_dir: Path, submission_id: str) -> JobOutcome:
+        """Submit (or attach to) the job and return its outcome. With
+        ``wait=False`` a job still running raises ``JobPending`` instead of
+        blocking: the operator polls it again on its next tick."""
         run_dir.mkdir(parents=True, exist_ok=True)
         output = run_dir / "job_output.log"
         if not self._exists(submission_id):
@@ -122,19 +136,31 @@ class RayJobLauncher:
                 submission_id=submission_id,
             )
             log.info("submitted Ray job %s", submission_id)
+            if self.on_submit is not None:
+                self.on_submit(submission_id)
+        if not self.wait:
+            info = self.client.get_job_info(submission_id)
+            state = _state(info)
+            if state not in self.TERMINAL:
+                raise JobPending(submission_id, state)
         else:
-            log.info("Ray job %s already exists: attaching to it", submission_id)
-        try:
-            info = self._wait(submission_id)
-        except KeyboardInterrupt:
-            self.client.stop_job(submission_id)  # SIGTERM to the driver: it checkpoints
-            info = self._wait(submission_id)
+            try:
+                info = self._wait(submission_id)
+            except KeyboardInterrupt:
+                self.client.stop_job(submission_id)  # SIGTERM to the driver: it checkpoints
+                info = self._wait(submission_id)
         output.write_text(self.client.get_job_logs(submission_id), encoding="utf-8")
         code = getattr(info, "driver_exit_code", None)
         if code is None:
             code = 0 if str(info.status.value if hasattr(info.status, "value") else info.status) == "SUCCEEDED" else 1
         return JobOutcome(exit_code=int(code), submission_id=submission_id, output_path=output,
                           message=info.message or "")
+
+    def stop(self, submission_id: str) -> bool:
+        """Ask a running job to stop (SIGTERM to its driver: it checkpoints)."""
+        if not self._exists(submission_id):
+            return False
+        return bool(self.client.stop_job(submission_id))
 
     def _exists(self, submission_id: str) -> bool:
         try:
@@ -154,31 +180,22 @@ class RayJobLauncher:
             time.sleep(self.poll_seconds)
 
     def close(self) -> None:
-        if self._head is not None and self._head.poll() is None:
-            os.killpg(self._head.pid, signal.SIGTERM)
-            try:
-                self._head.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._head.pid, signal.SIGKILL)
+        head = getattr(self, "_local_head", None)
+        if head is not None:
+            head.stop()
+        self._local_head = None
         self._head = None
 
 
 def _wait_for_dashboard(address: str, head: subprocess.Popen, timeout: float) -> None:
-    import urllib.error
-    import urllib.request
+    from trainpipe_operator.devcluster.ray_head import wait_for_dashboard
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if head.poll() is not None:
-            raise RuntimeError(f"the local Ray head exited with code {head.returncode} while starting")
-        try:
-            urllib.request.urlopen(f"{address}/api/version", timeout=2)  # noqa: S310 - loopback
-            return
-        except urllib.error.HTTPError:
-            return  # it answers (401 without a token): it is up
-        except OSError:  # refused, reset: not up yet
-            time.sleep(0.5)
-    raise TimeoutError(f"the local Ray head did not answer at {address} within {timeout:.0f} s")
+    wait_for_dashboard(address, head, timeout)
+
+
+def _state(info: object) -> str:
+    status = getattr(info, "status", "")
+    return str(getattr(status, "value", status))
 
 
 def _free_port() -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -72,18 +73,10 @@ class JobFailedToStart(Exception):
     """A job ended without leaving the file its phase needs."""
 
 
-class JobPending(Exception):
-    """An asynchronous launcher's job has not finished yet: come back later."""
-
-    def __init__(self, submission_id: str, state: str) -> None:
-        super().__init__(f"job {submission_id} is {state}")
-        self.submission_id = submission_id
-        self.state = state
-
-
 class LocalRunner:
     def __init__(self, pipeline: TrainingPipeline, run_dir: Path, launcher: Launcher, runtime: str,
-                 progress: Progress | None = None, resubmit_interrupted: bool = False) -> None:
+                 progress: Progress | None = None, resubmit_interrupted: bool = False,
+                 gpu_source: Callable[[Evidence], GpuMeasurement] | None = None) -> None:
         self.pipeline = pipeline
         self.spec = pipeline.spec
         self.name = pipeline.metadata.name
@@ -94,6 +87,9 @@ class LocalRunner:
         # The operator resubmits a stopped job (attempt + 1, resuming); the
         # CLI stops and lets the person rerun the command.
         self.resubmit_interrupted = resubmit_interrupted
+        # Where GPU utilization comes from: Prometheus in the operator; the
+        # job's own NVML mean (evidence.json) for `trainpipe run`.
+        self.gpu_source = gpu_source
 
     # ------------------------------------------------------------------ loop
     def run(self) -> PipelineStatus:
@@ -426,6 +422,8 @@ class LocalRunner:
         )
 
     def _gpu(self, evidence: Evidence) -> GpuMeasurement:
+        if self.gpu_source is not None:
+            return self.gpu_source(evidence)
         if self.spec.resources.gpus_per_worker == 0:
             return GpuMeasurement.not_applicable("no GPU allocated (resources.gpusPerWorker is 0)", source="nvml")
         if evidence.gpu_util_mean is None:
@@ -437,6 +435,7 @@ class LocalRunner:
         rundir.write_json(out / "gate.json", gate_status.model_dump(mode="json", by_alias=True))
         rundir.write_text(out / md_name, render_gate(gate, title))
         status.gates[key] = gate_status
+        status.last_gate = f"{key}: {'passed' if gate.passed else 'failed'}"
         rel = out.relative_to(self.run_dir)
         status.artifacts[f"{key}.report"] = f"{rel}/{md_name}"
         status.artifacts[f"{key}.gate"] = f"{rel}/gate.json"

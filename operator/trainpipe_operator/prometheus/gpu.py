@@ -17,6 +17,9 @@ doubled (``{{`` ``}}``). The named fields:
   ``<job>-xxxxx-workers-worker-yyyyy``), already escaped for the string;
 * ``{window}``: the window's length in whole seconds (at least 1).
 
+The default pod pattern is a prefix match: name jobs so that no job's name
+followed by ``-`` begins another's (``x-1`` and ``x-1-2`` would share series).
+
 Use them inside ``"..."`` label matchers, as the defaults do. Where a
 ServiceMonitor scrapes dcgm-exporter without ``honorLabels: true``,
 Prometheus renames the exporter's ``namespace``/``pod`` labels to
@@ -35,7 +38,6 @@ import json
 import logging
 import math
 import re
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -49,12 +51,8 @@ log = logging.getLogger(__name__)
 
 UTIL_METRIC = "DCGM_FI_DEV_GPU_UTIL"
 SM_METRIC = "DCGM_FI_PROF_SM_ACTIVE"
-DEFAULT = (
-    'avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{namespace="{namespace}", pod=~"{pod_regex}"}}[{window}s]))'
-)
-DEFAULT_SM = (
-    'avg(avg_over_time(DCGM_FI_PROF_SM_ACTIVE{{namespace="{namespace}", pod=~"{pod_regex}"}}[{window}s]))'
-)
+DEFAULT = 'avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{namespace="{namespace}", pod=~"{pod_regex}"}}[{window}s]))'
+DEFAULT_SM = 'avg(avg_over_time(DCGM_FI_PROF_SM_ACTIVE{{namespace="{namespace}", pod=~"{pod_regex}"}}[{window}s]))'
 DEFAULT_POD_PATTERN = "{job}-.*"
 NO_SERIES = (
     "no DCGM_FI_DEV_GPU_UTIL series for the job's pods (a CPU-only job, or no DCGM exporter)"
@@ -146,9 +144,13 @@ class PromQLGpuSource:
         """The PromQL the measurement runs (utilization, SM activity)."""
         seconds = (_utc(end) - _utc(start)).total_seconds()
         if seconds < 0:
-            raise ValueError(f"the window ends ({end.isoformat()}) before it starts ({start.isoformat()})")
+            raise ValueError(
+                f"the window ends ({end.isoformat()}) before it starts ({start.isoformat()})"
+            )
         pod_regex = self.pod_pattern.format(
-            job=regex_literal(job_id), pipeline=regex_literal(pipeline), namespace=regex_literal(namespace)
+            job=regex_literal(job_id),
+            pipeline=regex_literal(pipeline),
+            namespace=regex_literal(namespace),
         )
         fields = {
             "namespace": promql_string(namespace),
@@ -195,7 +197,7 @@ class PromQLGpuSource:
         data = answer.get("data") or {}
         kind, result = data.get("resultType"), data.get("result")
         try:
-            if kind == "scalar":
+            if kind == "scalar" and isinstance(result, list):
                 samples = [float(result[1])]
             elif kind == "vector":
                 samples = [float(series["value"][1]) for series in result or []]
@@ -204,16 +206,24 @@ class PromQLGpuSource:
                     f"Prometheus at {self.url} answered a {kind!r} to {query!r}; the query must give an instant vector or a scalar"
                 )
         except (TypeError, ValueError, KeyError, IndexError) as exc:
-            raise QueryError(f"Prometheus at {self.url} answered an unreadable result to {query!r}: {exc!r}") from exc
+            raise QueryError(
+                f"Prometheus at {self.url} answered an unreadable result to {query!r}: {exc!r}"
+            ) from exc
         if not samples:
             return None
         if any(math.isnan(s) or math.isinf(s) for s in samples):
-            raise QueryError(f"Prometheus at {self.url} answered {samples} (not a number) to {query!r}")
+            raise QueryError(
+                f"Prometheus at {self.url} answered {samples} (not a number) to {query!r}"
+            )
         return sum(samples) / len(samples)
 
     def _query(self, query: str, at: float) -> dict[str, Any]:
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": query, "time": f"{at:.3f}"})
-        request = urllib.request.Request(url, headers={"Accept": "application/json", **self.headers})
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": query, "time": f"{at:.3f}"}
+        )
+        request = urllib.request.Request(
+            url, headers={"Accept": "application/json", **self.headers}
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - a configured URL
                 body = response.read()
@@ -223,14 +233,18 @@ class PromQLGpuSource:
             ) from exc
         except urllib.error.URLError as exc:
             raise QueryError(f"Prometheus at {self.url} unreachable: {exc.reason}") from exc
-        except (TimeoutError, socket.timeout) as exc:
-            raise QueryError(f"Prometheus at {self.url} did not answer within {self.timeout:g} s") from exc
+        except TimeoutError as exc:
+            raise QueryError(
+                f"Prometheus at {self.url} did not answer within {self.timeout:g} s"
+            ) from exc
         except OSError as exc:  # reset, refused after the connection
             raise QueryError(f"Prometheus at {self.url} unreachable: {exc}") from exc
         try:
             answer = json.loads(body)
         except ValueError as exc:
-            raise QueryError(f"Prometheus at {self.url} answered something that is not JSON: {body[:200]!r}") from exc
+            raise QueryError(
+                f"Prometheus at {self.url} answered something that is not JSON: {body[:200]!r}"
+            ) from exc
         if not isinstance(answer, dict) or answer.get("status") != "success":
             error = answer.get("error", answer) if isinstance(answer, dict) else answer
             raise QueryError(f"Prometheus at {self.url} answered an error to {query!r}: {error}")

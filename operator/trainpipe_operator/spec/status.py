@@ -98,6 +98,7 @@ class PipelineStatus(CamelModel):
     started_at: str | None = None
     finished_at: str | None = None
     iteration: int = 0
+    last_gate: str | None = None
     baseline_attempts: int = 0
     diagnostics_runs: int = 0
     budget_exhausted: bool = False

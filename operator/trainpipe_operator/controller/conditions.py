@@ -1,0 +1,44 @@
+"""Conditions in the Kubernetes API conventions' shape: one per gate (the
+latest evaluation of that phase's gate) and Ready. A condition keeps its
+lastTransitionTime while its status does not change."""
+
+from __future__ import annotations
+
+from trainpipe_operator.spec.status import Condition, PipelineStatus
+
+GATE_TYPES = {
+    "planning": "PlanningGate", "baseline": "BaselineGate", "diagnostics": "DiagnosticsGate",
+    "optimization": "OptimizationGate", "finalization": "FinalizationGate",
+}
+
+
+def _merge(previous: dict[str, Condition], new: Condition) -> Condition:
+    old = previous.get(new.type)
+    if old is not None and old.status == new.status:
+        new.last_transition_time = old.last_transition_time
+    return new
+
+
+def build_conditions(status: PipelineStatus, generation: int | None, now: str) -> list[Condition]:
+    previous = {c.type: c for c in status.conditions}
+    latest: dict[str, tuple[str, object]] = {}
+    for key, gate in status.gates.items():  # dict order is evaluation order
+        latest[key.split(".")[0]] = (key, gate)
+    out = []
+    for prefix, (key, gate) in latest.items():
+        failing = [c.id for c in gate.checks if c.result == "fail" and c.mandatory]  # type: ignore[attr-defined]
+        passed = gate.passed  # type: ignore[attr-defined]
+        out.append(_merge(previous, Condition(
+            type=GATE_TYPES.get(prefix, prefix.capitalize() + "Gate"),
+            status="True" if passed else "False",
+            reason="Passed" if passed else "Failed",
+            message=f"{key}: " + ("every mandatory check passed" if passed else "failed: " + ", ".join(failing)),
+            last_transition_time=now, observed_generation=generation,
+        )))
+    ready = status.phase == "Succeeded"
+    out.append(_merge(previous, Condition(
+        type="Ready", status="True" if ready else "False", reason=status.phase,
+        message=status.message[:1000], last_transition_time=now, observed_generation=generation,
+    )))
+    extra = [c for c in status.conditions if c.type == "SpecApplied"]
+    return out + extra

@@ -1,0 +1,85 @@
+"""kopf handlers: thin. Each takes ``**kwargs``, returns early when there is
+nothing to do, and delegates to the Reconciler.
+
+- a timer per TrainingPipeline reconciles it every ``poll_seconds`` (jobs
+  are polled by the timer, never by a loop);
+- a finalizer (kopf's, on the delete handler) stops the running job first;
+- a new or resumed object is reconciled at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from trainpipe_operator.controller.metrics import METRICS
+from trainpipe_operator.controller.reconcile import Reconciler, TickResult
+from trainpipe_operator.pipeline import machine
+
+GROUP, VERSION, PLURAL = "trainpipe.io", "v1alpha1", "trainingpipelines"
+log = logging.getLogger("trainpipe.operator")
+
+RECONCILER: Reconciler | None = None  # set by main.run_operator before kopf starts
+
+
+def _reconciler() -> Reconciler:
+    if RECONCILER is None:
+        raise kopf.PermanentError("the operator's reconciler is not configured")
+    return RECONCILER
+
+
+def _apply(result: TickResult, body: Any, patch: kopf.Patch) -> None:
+    patch.status.update(result.status.model_dump(mode="json", by_alias=True))
+    for event in result.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _tick(body: Any, patch: kopf.Patch) -> None:
+    with METRICS.reconcile_seconds.time():
+        try:
+            result = _reconciler().reconcile(dict(body))
+        except Exception as exc:
+            METRICS.reconcile_errors.labels(type(exc).__name__).inc()
+            # "Not yet" (an API hiccup, a Secret not created yet): kopf retries.
+            raise kopf.TemporaryError(f"reconcile failed: {type(exc).__name__}: {exc}", delay=10) from exc
+    _apply(result, body, patch)
+
+
+def start(body: Any, patch: kopf.Patch, **_: Any) -> None:
+    _tick(body, patch)
+
+
+def poll(body: Any, status: Any, patch: kopf.Patch, **_: Any) -> None:
+    if (status or {}).get("phase") in machine.TERMINAL:
+        return
+    _tick(body, patch)
+
+
+def stop(body: Any, meta: Any, **_: Any) -> None:
+    stopped = _reconciler().stop_running_job(dict(body))
+    METRICS.set_phase(f"{meta.get('namespace')}/{meta.get('name')}", None)
+    if stopped:
+        log.info("stopped job %s of %s/%s before deletion", stopped, meta.get("namespace"), meta.get("name"))
+
+
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Progress and diff-base in annotations: the status holds only ours.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="trainpipe.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="trainpipe.io", key="last-handled-configuration")
+    settings.persistence.finalizer = "trainpipe.io/finalizer"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 60
+
+
+def register(poll_seconds: float, registry: kopf.OperatorRegistry | None = None) -> kopf.OperatorRegistry:
+    """Register the handlers (the poll interval comes from the settings)."""
+    registry = registry or kopf.get_default_registry()
+    kopf.on.startup(registry=registry)(configure)
+    kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)(start)
+    kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)(start)
+    kopf.timer(GROUP, VERSION, PLURAL, interval=poll_seconds, initial_delay=poll_seconds, registry=registry)(poll)
+    kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)(stop)
+    return registry

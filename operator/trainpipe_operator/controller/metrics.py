@@ -1,0 +1,58 @@
+"""The operator's own metrics (prometheus-client), named ``trainpipe_operator_*``."""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from trainpipe_operator.spec.status import PHASES
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.pipelines = Gauge("trainpipe_operator_pipelines", "TrainingPipelines by phase.", ["phase"], registry=r)
+        self.gate_results = Counter("trainpipe_operator_gate_results_total", "Gate evaluations by gate and result.",
+                                    ["gate", "result"], registry=r)
+        self.phase_seconds = Histogram(
+            "trainpipe_operator_phase_duration_seconds", "Seconds a pipeline spent in a phase.", ["phase"],
+            buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 48 * 3600), registry=r)
+        self.submissions = Counter("trainpipe_operator_job_submissions_total", "Jobs submitted.", ["runtime"],
+                                   registry=r)
+        self.resubmissions = Counter("trainpipe_operator_job_resubmissions_total",
+                                     "Jobs submitted again (attempt > 1) after a failure or a stop.", ["runtime"],
+                                     registry=r)
+        self.reconcile_errors = Counter("trainpipe_operator_reconcile_errors_total", "Reconciles that raised.",
+                                        ["kind"], registry=r)
+        self.reconcile_seconds = Histogram("trainpipe_operator_reconcile_seconds", "Seconds per reconcile.",
+                                           registry=r)
+        self._phase_of: dict[str, str] = {}
+        self._lock = threading.Lock()
+        for phase in PHASES:
+            self.pipelines.labels(phase).set(0)
+
+    def set_phase(self, key: str, phase: str | None) -> None:
+        """Track one pipeline's phase (None: it is gone)."""
+        with self._lock:
+            if phase is None:
+                self._phase_of.pop(key, None)
+            else:
+                self._phase_of[key] = phase
+            counts = {p: 0 for p in PHASES}
+            for value in self._phase_of.values():
+                counts[value] = counts.get(value, 0) + 1
+            for p, n in counts.items():
+                self.pipelines.labels(p).set(n)
+
+    def submitted(self, runtime: str, submission_id: str) -> None:
+        self.submissions.labels(runtime).inc()
+        if not submission_id.endswith("-a1"):
+            self.resubmissions.labels(runtime).inc()
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, registry=self.registry)
+
+
+METRICS = OperatorMetrics()

@@ -1,0 +1,237 @@
+"""One reconcile of one TrainingPipeline: read the resource, advance the
+phase machine until it waits (a running job) or ends, and return the new
+status with the events to post. The kopf handlers only call this.
+
+The spec a pipeline runs is pinned when it starts (``pipeline.yaml`` in its
+run directory): a spec changed mid-run is not applied; the ``SpecApplied``
+condition says so and how to apply it (delete and re-create).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from trainpipe_operator.controller.conditions import build_conditions
+from trainpipe_operator.controller.metrics import METRICS, OperatorMetrics
+from trainpipe_operator.controller.settings import OperatorSettings
+from trainpipe_operator.gates.inputs import GpuMeasurement
+from trainpipe_operator.pipeline import machine, rundir
+from trainpipe_operator.pipeline.launchers import JobPending, Launcher, RayJobLauncher
+from trainpipe_operator.pipeline.runner import JobFailedToStart, LocalRunner
+from trainpipe_operator.prometheus.gpu import PromQLGpuSource
+from trainpipe_operator.spec.pipeline import TrainingPipeline
+from trainpipe_operator.spec.status import Condition, PipelineStatus
+from trainpipe_trainer.contract.evidence import Evidence
+from trainpipe_trainer.contract.validation_errors import format_validation_error
+
+log = logging.getLogger(__name__)
+
+APPROVAL_ANNOTATION = "trainpipe.io/approved"
+STATUS_FIELDS = set(PipelineStatus.model_fields) | {f.alias for f in PipelineStatus.model_fields.values() if f.alias}
+
+
+@dataclass
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class TickResult:
+    status: PipelineStatus
+    events: list[Event] = field(default_factory=list)
+    waiting_on: str | None = None
+
+
+def read_status(body: dict[str, Any]) -> PipelineStatus:
+    raw = {k: v for k, v in (body.get("status") or {}).items() if k in STATUS_FIELDS}
+    return PipelineStatus.model_validate(raw)
+
+
+class Reconciler:
+    def __init__(self, settings: OperatorSettings, core_api: Any = None, custom_api: Any = None,
+                 metrics: OperatorMetrics = METRICS) -> None:
+        self.settings = settings
+        self.core_api = core_api
+        self.custom_api = custom_api
+        self.metrics = metrics
+        self._ray_launchers: dict[tuple[str, str | None], RayJobLauncher] = {}
+
+    # ------------------------------------------------------------------ tick
+    def reconcile(self, body: dict[str, Any]) -> TickResult:
+        meta = body["metadata"]
+        namespace, name, uid = meta.get("namespace", "default"), meta["name"], meta["uid"]
+        status = read_status(body)
+        before = status.model_copy(deep=True)
+        now = _now()
+        if status.phase in machine.TERMINAL:
+            return TickResult(status)
+        try:
+            applied = TrainingPipeline.model_validate({k: v for k, v in body.items() if k != "status"})
+        except ValidationError as exc:
+            lines = format_validation_error(exc, source=f"{namespace}/{name}")
+            status.phase, status.message, status.finished_at = "Failed", "invalid spec: " + "; ".join(lines), now
+            status.conditions = build_conditions(status, meta.get("generation"), now)
+            return TickResult(status, [Event("Warning", "InvalidSpec", status.message[:1000])])
+
+        run_dir = self.settings.run_dir(namespace, name, uid)
+        pipeline = self._pin_spec(applied, run_dir, status, now)
+        try:
+            launcher = self._launcher(pipeline)
+        except ValueError as exc:  # a runtime this operator cannot run: never retried
+            status.phase, status.message, status.finished_at = "Failed", str(exc), now
+            status.conditions = build_conditions(status, meta.get("generation"), now)
+            return TickResult(status, [Event("Warning", "InvalidRuntime", str(exc)[:1000])])
+        runner = LocalRunner(pipeline, run_dir, launcher, pipeline.spec.runtime.type,
+                             resubmit_interrupted=True, gpu_source=self._gpu_source(pipeline))
+        waiting = None
+        try:
+            if status.phase == "AwaitingApproval":
+                if (meta.get("annotations") or {}).get(APPROVAL_ANNOTATION) == "true":
+                    status = runner.approve(status, approver=f"annotation {APPROVAL_ANNOTATION}")
+            else:
+                status = runner.advance(status)
+        except JobPending as pending:
+            waiting = f"{pending.submission_id} ({pending.state})"
+        except JobFailedToStart as exc:  # every attempt died without evidence
+            machine.record(status, "gate-failed", str(exc), now)
+        status.observed_generation = pipeline.metadata.generation
+        status.conditions = build_conditions(status, pipeline.metadata.generation, now)
+        events = self._events(before, status)
+        self._count(before, status, f"{namespace}/{name}")
+        return TickResult(status, events, waiting)
+
+    # --------------------------------------------------------------- pieces
+    def _pin_spec(self, applied: TrainingPipeline, run_dir: Path, status: PipelineStatus, now: str) -> TrainingPipeline:
+        """The spec in force is the one the run started with."""
+        stored = run_dir / "pipeline.yaml"
+        status.conditions = [c for c in status.conditions if c.type != "SpecApplied"]
+        if not stored.exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            rundir.write_yaml(stored, applied.dump())
+            return applied
+        pinned = TrainingPipeline.model_validate(yaml.safe_load(stored.read_text(encoding="utf-8")))
+        if pinned.spec != applied.spec:
+            status.conditions.append(Condition(
+                type="SpecApplied", status="False", reason="ChangedWhileRunning",
+                message=(f"spec generation {applied.metadata.generation} changed while the pipeline runs the spec "
+                         f"of generation {pinned.metadata.generation}; a running pipeline keeps its spec: "
+                         "delete and re-create the TrainingPipeline to apply the change"),
+                last_transition_time=now, observed_generation=applied.metadata.generation))
+        return pinned
+
+    def _launcher(self, pipeline: TrainingPipeline) -> Launcher:
+        runtime = pipeline.spec.runtime
+        meta = pipeline.metadata
+        if runtime.type == "rayjob":
+            from trainpipe_operator.controller.rayjob_launcher import (
+                RayJobLauncher as KubeRayLauncher,
+            )
+
+            owner = {"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline", "name": meta.name,
+                     "uid": meta.uid or ""}
+            return KubeRayLauncher(self.custom_api, meta.namespace or "default", owner, self.settings.rayjob_image,
+                                   pipeline.spec.resources, self.settings.artifact_claim, self.settings.artifact_root,
+                                   on_submit=lambda sid: self.metrics.submitted("rayjob", sid))
+        if runtime.type == "local":
+            raise ValueError("spec.runtime.type: 'local' runs with `trainpipe run` on one machine; "
+                             "the operator launches 'ray' (Ray Job API) or 'rayjob' (KubeRay)")
+        address = runtime.ray.address or self.settings.ray_address
+        if not address:
+            raise ValueError("spec.runtime.ray.address is empty and the operator has no default Ray address "
+                             "(TRAINPIPE_RAY_ADDRESS)")
+        token = self._token(meta.namespace or "default", runtime.ray.token_secret)
+        key = (address, token)
+        if key not in self._ray_launchers:
+            self._ray_launchers[key] = RayJobLauncher(address, token=token, wait=False,
+                                                      on_submit=lambda sid: self.metrics.submitted("ray", sid))
+        return self._ray_launchers[key]
+
+    def _token(self, namespace: str, secret: str | None) -> str | None:
+        if not secret:
+            return None
+        data = self.core_api.read_namespaced_secret(secret, namespace).data or {}
+        if "token" not in data:
+            raise ValueError(f"Secret {namespace}/{secret} has no key 'token' (spec.runtime.ray.tokenSecret)")
+        return base64.b64decode(data["token"]).decode().strip()
+
+    def _gpu_source(self, pipeline: TrainingPipeline) -> Callable[[Evidence], GpuMeasurement] | None:
+        """Prometheus when the operator has one: a CPU-only job simply has no
+        series (the check is skipped, saying so); an unreachable Prometheus
+        fails the check. Without one, the job's own NVML mean."""
+        if not self.settings.prometheus_url:
+            return None
+        source = PromQLGpuSource(self.settings.prometheus_url, self.settings.gpu_query)
+        meta = pipeline.metadata
+
+        def measure(evidence: Evidence) -> GpuMeasurement:
+            start = _parse(evidence.timings.started_at)
+            end = _parse(evidence.timings.finished_at)
+            return source.measure(meta.namespace or "default", meta.name, evidence.job_name, start, end)
+
+        return measure
+
+    def _events(self, before: PipelineStatus, after: PipelineStatus) -> list[Event]:
+        events = []
+        for decision in after.decisions[len(before.decisions):]:
+            target = machine.TRANSITIONS.get(decision.phase, {}).get(decision.decision, after.phase)
+            kind = "Warning" if target == "Failed" else "Normal"
+            events.append(Event(kind, "PhaseChanged", f"{decision.phase} -> {target} ({decision.decision}): {decision.reason}"[:1000]))
+        for key, gate in after.gates.items():
+            old = before.gates.get(key)
+            if old is None or old.evaluated_at != gate.evaluated_at:
+                failing = [c.id for c in gate.checks if c.result == "fail" and c.mandatory]
+                events.append(Event("Normal" if gate.passed else "Warning", "GatePassed" if gate.passed else "GateFailed",
+                                    f"gate {key}: " + ("passed" if gate.passed else "failed: " + ", ".join(failing))))
+        return events
+
+    def _count(self, before: PipelineStatus, after: PipelineStatus, key: str) -> None:
+        self.metrics.set_phase(key, after.phase)
+        for gkey, gate in after.gates.items():
+            old = before.gates.get(gkey)
+            if old is None or old.evaluated_at != gate.evaluated_at:
+                for check in gate.checks:
+                    self.metrics.gate_results.labels(gkey.split(".")[0], check.result).inc()
+        times = [before.started_at] + [d.time for d in before.decisions]
+        for decision in after.decisions[len(before.decisions):]:
+            previous = _parse(times[-1]) if times[-1] else None
+            if previous is not None:
+                self.metrics.phase_seconds.labels(decision.phase).observe(
+                    max((_parse(decision.time) - previous).total_seconds(), 0.0))
+            times.append(decision.time)
+
+    def stop_running_job(self, body: dict[str, Any]) -> str | None:
+        """For deletion: stop the job the pipeline is running, if any."""
+        status = read_status(body)
+        if status.job.state != "RUNNING" or not status.job.submission_id:
+            return None
+        try:
+            applied = TrainingPipeline.model_validate({k: v for k, v in body.items() if k != "status"})
+            launcher = self._launcher(applied)
+        except (ValidationError, ValueError):
+            return None
+        stop = getattr(launcher, "stop", None)
+        if stop is not None and stop(status.job.submission_id):
+            return status.job.submission_id
+        return None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _parse(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(timezone.utc)
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

@@ -1,0 +1,172 @@
+"""The dev cluster's real components: kube-apiserver with RBAC and token
+users, a Ray head with token authentication, and the ``devcluster`` CLI
+bringing all of them (and Prometheus) up and down."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from trainpipe_operator.devcluster import ControlPlane, RayHead
+from trainpipe_operator.devcluster._proc import pid_alive
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not on PATH")
+    return subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", *args],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def _operator_core(operator_kubeconfig: Path) -> client.CoreV1Api:
+    return client.CoreV1Api(config.new_client_from_config(config_file=str(operator_kubeconfig)))
+
+
+def test_admin_creates_namespace_and_configmap(admin_api, control_plane: ControlPlane):
+    core = client.CoreV1Api(admin_api)
+    ns = _name("itest-admin")
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="settings"), data={"lr": "0.003"}))
+    assert core.read_namespaced_config_map("settings", ns).data == {"lr": "0.003"}
+    assert control_plane.ca_file is not None  # TLS verified against the apiserver's own CA
+    assert _kubectl(control_plane.kubeconfig, "get", "configmap", "settings", "-n", ns).returncode == 0
+
+
+def test_operator_user_has_no_permissions_of_its_own(operator_kubeconfig: Path):
+    can = _kubectl(operator_kubeconfig, "auth", "can-i", "list", "secrets", "--all-namespaces")
+    assert can.stdout.strip() == "no", can
+    with pytest.raises(ApiException) as refused:
+        _operator_core(operator_kubeconfig).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=_name("itest-forbidden"))))
+    assert refused.value.status == 403
+
+
+def test_rbac_grants_the_operator_user_what_it_binds(admin_api, operator_kubeconfig: Path):
+    core, rbac = client.CoreV1Api(admin_api), client.RbacAuthorizationV1Api(admin_api)
+    granted, other = _name("itest-granted"), _name("itest-other")
+    for ns in (granted, other):
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+        core.create_namespaced_config_map(ns, client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="settings"), data={"k": ns}))
+    role = _name("itest-configmap-reader")
+    rbac.create_cluster_role(client.V1ClusterRole(
+        metadata=client.V1ObjectMeta(name=role),
+        rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["get"])]))
+    rbac.create_namespaced_role_binding(granted, client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name=role),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
+        subjects=[client.RbacV1Subject(kind="User", name="trainpipe-operator",
+                                       api_group="rbac.authorization.k8s.io")]))
+
+    operator = _operator_core(operator_kubeconfig)
+    deadline = time.monotonic() + 10  # the authorizer's informers catch up within moments
+    while True:
+        try:
+            assert operator.read_namespaced_config_map("settings", granted).data == {"k": granted}
+            break
+        except ApiException as exc:
+            if exc.status != 403 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert _kubectl(operator_kubeconfig, "auth", "can-i", "get", "configmaps", "-n", granted
+                    ).stdout.strip() == "yes"
+    with pytest.raises(ApiException) as refused:
+        operator.read_namespaced_config_map("settings", other)
+    assert refused.value.status == 403
+    assert _kubectl(operator_kubeconfig, "auth", "can-i", "list", "secrets", "--all-namespaces"
+                    ).stdout.strip() == "no"
+
+
+def _http(method: str, url: str, body: dict | None = None, token: str | None = None) -> int:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_ray_head_runs_jobs_with_the_token_only(ray_head: RayHead, monkeypatch):
+    jobs = f"{ray_head.address}/api/jobs/"
+    refused_id = _name("itest-no-token")
+    entry = {"entrypoint": "echo should-not-run", "submission_id": refused_id}
+    assert _http("POST", jobs, entry) == 401
+    assert _http("POST", jobs, entry, token="not-the-token") == 403
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    jobs_client = JobSubmissionClient(ray_head.address)
+    job = jobs_client.submit_job(entrypoint='python -c "import sys; print(sys.executable)"')
+    deadline = time.monotonic() + 120
+    while (status := jobs_client.get_job_status(job)) not in (
+            JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        assert time.monotonic() < deadline, f"job {job} still {status}"
+        time.sleep(0.5)
+    logs = jobs_client.get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, logs
+    # The job's `python` is this environment's: the head runs with its bin first on PATH.
+    assert Path(logs.strip().splitlines()[-1]).parent == ray_head.bin_dir.absolute()
+    assert refused_id not in {j.submission_id for j in jobs_client.list_jobs()}
+
+
+def _devcluster(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "trainpipe_operator.devcluster", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_devcluster_cli_up_status_down(envtest_assets_dir: Path, tmp_path: Path):
+    folder = tmp_path / "dev"
+    common = ("--dir", str(folder))
+    pids: dict[str, dict] = {}
+    try:
+        up = _devcluster("up", *common, "--assets", str(envtest_assets_dir))
+        assert up.returncode == 0, up.stderr
+        env = dict(line.removeprefix("export ").split("=", 1)
+                   for line in (folder / "env").read_text().splitlines())
+        assert {"KUBECONFIG", "RAY_ADDRESS", "RAY_AUTH_TOKEN", "PROMETHEUS_URL"} <= env.keys()
+        assert (folder / "operator.kubeconfig").exists()
+
+        status = _devcluster("status", *common, timeout=60)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "readyz answers 200" in status.stdout
+
+        assert _kubectl(folder / "kubeconfig", "get", "namespaces").returncode == 0
+        if (REPO / "crds" / "trainingpipelines.trainpipe.io.yaml").exists():
+            crd = _kubectl(folder / "kubeconfig", "get", "crd", "trainingpipelines.trainpipe.io")
+            assert crd.returncode == 0, crd.stderr
+        assert _http("GET", f"{env['RAY_ADDRESS']}/api/jobs/") == 401
+        assert _http("GET", f"{env['RAY_ADDRESS']}/api/jobs/", token=env["RAY_AUTH_TOKEN"]) == 200
+        assert _http("GET", f"{env['PROMETHEUS_URL']}/-/ready") == 200
+        pids = json.loads((folder / "pids.json").read_text())["components"]
+        assert set(pids) == {"etcd", "kube-apiserver", "ray", "prometheus"}
+    finally:
+        down = _devcluster("down", *common, timeout=180)
+    assert down.returncode == 0, down.stderr
+    assert not any(pid_alive(entry["pid"], entry["expect"]) for entry in pids.values())
+    assert _devcluster("status", *common, timeout=60).returncode == 1
