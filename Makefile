@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/digits
 PYTEST_ARGS ?=
 
-.PHONY: venv run test unit integration lint typecheck bench system-deps clean
+.PHONY: venv run test unit integration lint typecheck bench system-deps envtest dev-up dev-down clean
 
 # The venv is rebuilt when pyproject.toml changes. torch==2.14.1 and
 # torchvision==0.29.1 lie on these machines' disk; elsewhere pip resolves the
@@ -28,16 +28,28 @@ system-deps:
 	  apt-get install -y -q prometheus >/dev/null 2>&1 || \
 	  { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }; }
 
+# kube-apiserver + etcd for the integration tests and the dev cluster
+# (KUBEBUILDER_ASSETS, else a cached build from Debian's sources; once).
+envtest:
+	@hack/envtest.sh
+
+# The dev cluster (etcd + kube-apiserver, Ray head, Prometheus) in .dev/.
+dev-up:
+	@hack/dev-cluster.sh up
+
+dev-down:
+	@hack/dev-cluster.sh down
+
 run: venv
 	$(BIN)/trainpipe run examples/digits.yaml --run-dir $(RUN_DIR)
 
-test: venv system-deps lint typecheck
+test: venv system-deps envtest lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: venv system-deps
+integration: venv system-deps envtest
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
 
 lint: venv

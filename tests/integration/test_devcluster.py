@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -140,6 +141,19 @@ def _devcluster(*args: str, timeout: float = 300) -> subprocess.CompletedProcess
                           cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def _wait_for_scrape(prometheus_url: str, expr: str, timeout: float = 30) -> None:
+    """Until ``expr`` has a sample equal to 1 (discovery takes about 5 s)."""
+    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            result = json.load(resp)["data"]["result"]
+        if any(sample["value"][1] == "1" for sample in result):
+            return
+        assert time.monotonic() < deadline, f"{expr} not 1 within {timeout}s: {result}"
+        time.sleep(0.5)
+
+
 def test_devcluster_cli_up_status_down(envtest_assets_dir: Path, tmp_path: Path):
     folder = tmp_path / "dev"
     common = ("--dir", str(folder))
@@ -163,6 +177,7 @@ def test_devcluster_cli_up_status_down(envtest_assets_dir: Path, tmp_path: Path)
         assert _http("GET", f"{env['RAY_ADDRESS']}/api/jobs/") == 401
         assert _http("GET", f"{env['RAY_ADDRESS']}/api/jobs/", token=env["RAY_AUTH_TOKEN"]) == 200
         assert _http("GET", f"{env['PROMETHEUS_URL']}/-/ready") == 200
+        _wait_for_scrape(env["PROMETHEUS_URL"], 'up{job="ray"}')  # it scrapes the Ray head
         pids = json.loads((folder / "pids.json").read_text())["components"]
         assert set(pids) == {"etcd", "kube-apiserver", "ray", "prometheus"}
     finally:
@@ -170,3 +185,33 @@ def test_devcluster_cli_up_status_down(envtest_assets_dir: Path, tmp_path: Path)
     assert down.returncode == 0, down.stderr
     assert not any(pid_alive(entry["pid"], entry["expect"]) for entry in pids.values())
     assert _devcluster("status", *common, timeout=60).returncode == 1
+
+
+def test_up_applies_the_chart_rbac_and_binds_it_to_the_operator_user(
+        control_plane: ControlPlane, operator_kubeconfig: Path, tmp_path: Path):
+    from trainpipe_operator.devcluster.cli import RBAC_FILE, apply_manifests
+
+    role = _name("itest-chart-role")
+    rbac = tmp_path / RBAC_FILE
+    rbac.parent.mkdir(parents=True)
+    rbac.write_text(f"""\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: {role}}}
+rules:
+- {{apiGroups: [""], resources: [configmaps], verbs: [list]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {role}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}
+subjects:
+- {{kind: ServiceAccount, name: trainpipe-operator, namespace: {role}-system}}
+""")
+    assert apply_manifests(control_plane.kubeconfig, tmp_path) == [str(RBAC_FILE)]
+    deadline = time.monotonic() + 10
+    while (can := _kubectl(operator_kubeconfig, "auth", "can-i", "list", "configmaps",
+                           "--all-namespaces").stdout.strip()) != "yes":
+        assert time.monotonic() < deadline, can
+        time.sleep(0.2)
+    assert _kubectl(control_plane.kubeconfig, "get", "namespace", f"{role}-system").returncode == 0

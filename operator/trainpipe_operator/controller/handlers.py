@@ -31,7 +31,9 @@ def _reconciler() -> Reconciler:
 
 
 def _apply(result: TickResult, body: Any, patch: kopf.Patch) -> None:
-    patch.status.update(result.status.model_dump(mode="json", by_alias=True))
+    # No nulls: in a merge patch null means "delete", and the stored status
+    # would then differ from what was sent (absent fields read back as defaults).
+    patch.status.update(result.status.model_dump(mode="json", by_alias=True, exclude_none=True))
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
@@ -64,6 +66,11 @@ def stop(body: Any, meta: Any, **_: Any) -> None:
         log.info("stopped job %s of %s/%s before deletion", stopped, meta.get("namespace"), meta.get("name"))
 
 
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, else $KUBECONFIG (read now, not at import)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Progress and diff-base in annotations: the status holds only ours.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="trainpipe.io")
@@ -78,6 +85,7 @@ def register(poll_seconds: float, registry: kopf.OperatorRegistry | None = None)
     """Register the handlers (the poll interval comes from the settings)."""
     registry = registry or kopf.get_default_registry()
     kopf.on.startup(registry=registry)(configure)
+    kopf.on.login(registry=registry)(login)
     kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)(start)
     kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)(start)
     kopf.timer(GROUP, VERSION, PLURAL, interval=poll_seconds, initial_delay=poll_seconds, registry=registry)(poll)

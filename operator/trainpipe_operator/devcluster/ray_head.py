@@ -12,11 +12,14 @@ Stopping SIGTERMs the head's process group: this head and only this one.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from ._proc import free_ports, http_status, log_tail, spawn, stop_process
@@ -44,22 +47,37 @@ def default_token() -> str:
 def wait_for_dashboard(address: str, head: subprocess.Popen, timeout: float,
                        log_path: Path | None = None, token: str | None = None) -> None:
     """Wait until the dashboard answers at ``address`` (401 without a token counts);
-    with ``token``, until its Job API lists jobs with that token."""
-    url, headers = f"{address}/api/version", {}
-    if token:
-        url, headers = f"{address}/api/jobs/", {"Authorization": f"Bearer {token}"}
+    with ``token``, until it reports this node ALIVE (the raylet is up too:
+    ``ray start`` has finished starting)."""
     deadline = time.monotonic() + timeout
-    last: int | None = None
+    last = "nothing"
     while time.monotonic() < deadline:
         if head.poll() is not None:
             raise RuntimeError(f"the local Ray head exited with code {head.returncode} while "
                                f"starting{_log_hint(log_path)}")
-        last = http_status(url, timeout=2.0, headers=headers)
-        if last is not None and (last == 200 or not token):
+        if token:
+            last = _node_states(address, token)
+            if "ALIVE" in last:
+                return
+        elif http_status(f"{address}/api/version", timeout=2.0) is not None:
             return
         time.sleep(0.5)
-    raise TimeoutError(f"the local Ray head did not answer at {url} within {timeout:.0f} s "
+    raise TimeoutError(f"the local Ray head at {address} was not up within {timeout:.0f} s "
                        f"(last answer: {last}){_log_hint(log_path)}")
+
+
+def _node_states(address: str, token: str) -> str:
+    """The states of the nodes the dashboard's state API lists, or why it could not tell."""
+    request = urllib.request.Request(f"{address}/api/v0/nodes",
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5.0) as resp:  # noqa: S310 - loopback
+            body = json.load(resp)
+        return ",".join(str(n.get("state")) for n in body["data"]["result"]["result"]) or "no nodes"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return type(exc).__name__
 
 
 def _log_hint(log_path: Path | None) -> str:

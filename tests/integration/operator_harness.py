@@ -1,0 +1,171 @@
+"""Running the real operator (`trainpipe operator`, a separate process, as
+the least-privilege `trainpipe-operator` user) against the test API server,
+and reading what it does through kubectl and the Kubernetes API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+TRAINPIPE = str(Path(sys.executable).parent / "trainpipe")
+CRD_FILE = REPO / "crds" / "trainingpipelines.trainpipe.io.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], input=input,
+                            capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+def apply(kubeconfig: Path, obj: dict[str, Any] | list[dict[str, Any]], *extra: str) -> subprocess.CompletedProcess:
+    docs = obj if isinstance(obj, list) else [obj]
+    return kubectl(kubeconfig, "apply", *extra, "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def get(kubeconfig: Path, name: str, namespace: str = "default") -> dict[str, Any]:
+    return json.loads(kubectl(kubeconfig, "get", "tp", name, "-n", namespace, "-o", "json").stdout)
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except AssertionError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {str(last)[:2000]}")
+
+
+def pipeline_manifest(name: str, ray_address: str, token_secret: str, **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "data": {"imageSize": 8, "batchSize": 64},
+        "target": {"metric": "val_acc", "value": 0.5},
+        "baseline": {"epochs": 2, "lr": 0.003},
+        "finalization": {"epochs": 2, "patience": 2},
+        "runtime": {"type": "ray", "ray": {"address": ray_address, "tokenSecret": token_secret}},
+    }
+    for key, value in spec.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    return {"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline", "metadata": {"name": name},
+            "spec": base}
+
+
+class OperatorProcess:
+    """`trainpipe operator` as a child process with its own log file."""
+
+    def __init__(self, kubeconfig: Path, artifact_root: Path, workdir: Path, prometheus_url: str | None = None,
+                 poll_seconds: float = 1.0) -> None:
+        self.kubeconfig = kubeconfig
+        self.artifact_root = artifact_root
+        self.log_path = workdir / "operator.log"
+        self.metrics_port = free_port()
+        self.liveness_port = free_port()
+        self.prometheus_url = prometheus_url
+        self.poll_seconds = poll_seconds
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> OperatorProcess:
+        command = [TRAINPIPE, "operator", "--kubeconfig", str(self.kubeconfig), "--artifact-root",
+                   str(self.artifact_root), "--metrics-port", str(self.metrics_port), "--liveness-port",
+                   str(self.liveness_port), "--poll-seconds", str(self.poll_seconds)]
+        if self.prometheus_url:
+            command += ["--prometheus-url", self.prometheus_url]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        self.proc = subprocess.Popen(command, stdout=self.log_path.open("a"), stderr=subprocess.STDOUT,
+                                     start_new_session=True, env=env)
+        wait_for("the operator's liveness endpoint", self.alive, timeout=60)
+        return self
+
+    def alive(self) -> bool:
+        import urllib.request
+
+        assert self.proc is not None and self.proc.poll() is None, self.log_tail()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as a node failure would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text()[-chars:] if self.log_path.exists() else ""
+
+
+PRUNED = ("x-kubernetes-validations", "default", "x-kubernetes-list-map-keys", "x-kubernetes-list-type")
+
+
+def _prune(node: Any) -> Any:
+    """Drop what a v1.20 API server cannot take: CEL rules and defaults
+    (and the list-map markers, whose keys then lose their required default).
+    The schema still checks every field's name and type."""
+    if isinstance(node, dict):
+        return {k: _prune(v) for k, v in node.items() if k not in PRUNED}
+    if isinstance(node, list):
+        return [_prune(v) for v in node]
+    return node
+
+
+def install_kuberay_rayjob_crd(kubeconfig: Path) -> bool:
+    """KubeRay's own RayJob CRD, pruned for v1.20 (its README's second way).
+    False when the CRD file is not on this machine."""
+    from trainpipe_operator.kuberay.schema import kuberay_crd_path
+
+    path = kuberay_crd_path()
+    if path is None:
+        return False
+    crd = _prune(yaml.safe_load(Path(path).read_text()))
+    result = kubectl(kubeconfig, "create", "-f", "-", input=yaml.safe_dump(crd), check=False)
+    if result.returncode != 0 and "AlreadyExists" not in result.stderr:
+        raise AssertionError(f"installing KubeRay's RayJob CRD failed: {result.stderr[-2000:]}")
+    wait_established(kubeconfig, "rayjobs.ray.io")
+    return True
+
+
+def wait_established(kubeconfig: Path, crd: str) -> None:
+    path = '{.status.conditions[?(@.type=="Established")].status}'
+    wait_for(f"CRD {crd} established",
+             lambda: kubectl(kubeconfig, "get", "crd", crd, "-o", f"jsonpath={path}", check=False).stdout == "True",
+             timeout=60, interval=0.5)

@@ -1,0 +1,334 @@
+"""The operator on a real kube-apiserver + etcd, launching real Ray jobs on
+a real Ray head (token auth on), as the least-privilege operator user."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from trainpipe_operator.rbac import cluster_role, cluster_role_binding
+from trainpipe_trainer.contract.evidence import Evidence
+
+from .operator_harness import (
+    CRD_FILE,
+    REPO,
+    OperatorProcess,
+    apply,
+    get,
+    install_kuberay_rayjob_crd,
+    kubectl,
+    pipeline_manifest,
+    wait_established,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TOKEN_SECRET = "ray-token"
+
+
+@dataclass
+class Cluster:
+    admin: Path
+    operator_kubeconfig: Path
+    ray_address: str
+    ray_token: str
+    artifact_root: Path
+    workdir: Path
+
+    def run_dir(self, name: str, namespace: str = "default") -> Path:
+        uid = get(self.admin, name, namespace)["metadata"]["uid"]
+        return self.artifact_root / namespace / f"{name}-{uid[:8]}"
+
+    def ray_jobs(self) -> list[Any]:
+        import os
+
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = self.ray_token
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.ray_address).list_jobs()
+
+
+@pytest.fixture(scope="module")
+def cluster(control_plane: Any, ray_head: Any, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+    admin = control_plane.kubeconfig
+    kubectl(admin, "apply", "-f", str(CRD_FILE))
+    wait_established(admin, "trainingpipelines.trainpipe.io")
+    apply(admin, [cluster_role(), cluster_role_binding({"kind": "User", "name": "trainpipe-operator"})])
+    install_kuberay_rayjob_crd(admin)
+    token = base64.b64encode(ray_head.token.encode()).decode()
+    apply(admin, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": TOKEN_SECRET, "namespace": "default"},
+                  "data": {"token": token}})
+    workdir = tmp_path_factory.mktemp("operator")
+    return Cluster(admin, control_plane.operator_kubeconfig, ray_head.address, ray_head.token,
+                   workdir / "artifacts", workdir)
+
+
+@pytest.fixture
+def operator(cluster: Cluster, tmp_path: Path):  # type: ignore[no-untyped-def]
+    proc = OperatorProcess(cluster.operator_kubeconfig, cluster.artifact_root, tmp_path).start()
+    yield proc
+    proc.stop()
+
+
+def phase_of(cluster: Cluster, name: str) -> str:
+    return (get(cluster.admin, name).get("status") or {}).get("phase", "")
+
+
+def wait_phase(cluster: Cluster, operator: OperatorProcess, name: str, phases: tuple[str, ...], timeout: float) -> dict:
+    def probe() -> dict | None:
+        assert operator.proc is not None and operator.proc.poll() is None, operator.log_tail()
+        obj = get(cluster.admin, name)
+        return obj if (obj.get("status") or {}).get("phase") in phases else None
+
+    return wait_for(f"{name} in {phases}", probe, timeout)
+
+
+def test_the_operator_user_has_least_privilege(cluster: Cluster) -> None:
+    def can(*args: str) -> str:
+        return kubectl(cluster.operator_kubeconfig, "auth", "can-i", *args, check=False).stdout.strip()
+
+    assert can("list", "secrets", "--all-namespaces") == "no"
+    assert can("create", "namespaces") == "no"
+    assert can("delete", "trainingpipelines.trainpipe.io") == "no"
+    assert can("patch", "trainingpipelines.trainpipe.io/status", "-n", "default") == "yes"
+    assert can("create", "rayjobs.ray.io", "-n", "default") == "yes"
+    assert can("get", f"secrets/{TOKEN_SECRET}", "-n", "default") == "yes"  # a named Secret, never a list
+
+
+INVALID = [
+    ("spec.model.name", {"model": {"name": "resnet101"}}),
+    ("spec.baseline.optimizer", {"baseline": {"optimizer": "adam"}}),
+    ("spec.baseline.scheduler", {"baseline": {"scheduler": "linear"}}),
+    ("spec.baseline.epochs", {"baseline": {"epochs": 0}}),
+    ("spec.baseline.lr", {"baseline": {"lr": 0}}),
+    ("spec.data.imageSize", {"data": {"imageSize": 4}}),
+    ("spec.data.batchSize", {"data": {"batchSize": 0}}),
+    ("spec.data.augment", {"data": {"augment": ["mixup"]}}),
+    ("spec.target.metric", {"target": {"metric": "f1"}}),
+    ("spec.optimization.maxIterations", {"optimization": {"maxIterations": -1}}),
+    ("spec.finalization.export", {"finalization": {"export": ["tflite"]}}),
+    ("spec.finalization.export", {"finalization": {"export": []}}),
+    ("spec.gates.gpuUtilMin", {"gates": {"gpuUtilMin": 150}}),
+    ("spec.budget.maxDuration", {"budget": {"maxDuration": "12 hours"}}),
+    ("spec.resources.workers", {"resources": {"workers": 0}}),
+    ("spec.resources.memory", {"resources": {"memory": "lots"}}),
+    ("spec.runtime.type", {"runtime": {"type": "slurm"}}),
+    ("spec.seed", {"seed": "abc"}),
+    ("spec.approval.required", {"approval": {"required": "maybe"}}),
+    ("spec.data.split.train", {"data": {"split": {"train": 1.5}}}),
+]
+
+
+def test_the_api_server_rejects_invalid_manifests_naming_the_field(cluster: Cluster) -> None:
+    """Server-side (kubectl's client-side validation off): the CRD's schema."""
+    failures = []
+    for field, spec in INVALID:
+        manifest = {"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline",
+                    "metadata": {"name": "invalid"}, "spec": spec}
+        result = kubectl(cluster.admin, "apply", "--validate=false", "-f", "-", input=yaml.safe_dump(manifest),
+                         check=False)
+        if result.returncode == 0 or field not in result.stderr:
+            failures.append((field, result.returncode, result.stderr.strip()[-300:]))
+            kubectl(cluster.admin, "delete", "tp", "invalid", "--ignore-not-found", check=False)
+    assert not failures, failures
+    assert len(INVALID) >= 15
+
+
+def test_digits_example_on_ray_reaches_succeeded_with_status_matching_the_run_directory(
+        cluster: Cluster, operator: OperatorProcess) -> None:
+    manifest = yaml.safe_load((REPO / "examples" / "digits.yaml").read_text())
+    manifest["spec"]["runtime"] = {"type": "ray", "ray": {"address": cluster.ray_address,
+                                                          "tokenSecret": TOKEN_SECRET}}
+    apply(cluster.admin, manifest)
+    obj = wait_phase(cluster, operator, "digits", ("Succeeded", "Failed"), timeout=900)
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", (status.get("message"), operator.log_tail())
+    run_dir = cluster.run_dir("digits")
+
+    # Status and run directory agree: the same gates, checks and artifacts.
+    state = json.loads((run_dir / "state.json").read_text())
+    assert status["gates"].keys() == state["gates"].keys()
+    for key, gate in status["gates"].items():
+        on_disk = json.loads((run_dir / state["artifacts"][f"{key}.gate"]).read_text())
+        assert [(c["id"], c["result"]) for c in gate["checks"]] == [(c["id"], c["result"]) for c in on_disk["checks"]]
+    for rel in status["artifacts"].values():
+        assert (run_dir / rel).exists(), rel
+
+    conditions = {c["type"]: c for c in status["conditions"]}
+    for kind in ("PlanningGate", "BaselineGate", "DiagnosticsGate", "OptimizationGate", "FinalizationGate"):
+        assert conditions[kind]["status"] == "True", conditions[kind]
+    ready = conditions["Ready"]
+    assert ready["status"] == "True" and ready["reason"] == "Succeeded"
+    assert ready["observedGeneration"] == obj["metadata"]["generation"] == status["observedGeneration"]
+    assert ready["lastTransitionTime"]
+
+    assert status["job"]["submissionId"].startswith(f"digits-{obj['metadata']['uid']}")
+    assert [d["phase"] for d in status["decisions"]] == [
+        "Pending", "Planning", "Baseline", "Diagnostics", "Optimization", "Finalization"]
+
+    events = kubectl(cluster.admin, "get", "events", "-n", "default", "--field-selector",
+                     "involvedObject.name=digits", "-o", "json").stdout
+    reasons = [e["reason"] for e in json.loads(events)["items"]]
+    assert "PhaseChanged" in reasons and "GatePassed" in reasons
+
+    table = kubectl(cluster.admin, "get", "tp", "digits").stdout
+    header = table.splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "GATE", "METRIC", "TARGET", "ITERATION", "AGE"]
+    assert "Succeeded" in table and "finalization: passed" in table
+
+    metrics = operator.metrics()
+    assert 'trainpipe_operator_pipelines{phase="Succeeded"} 1.0' in metrics
+    assert "trainpipe_operator_job_submissions_total" in metrics
+
+
+def _baseline_running_with_an_epoch(cluster: Cluster, name: str) -> bool:
+    status = get(cluster.admin, name).get("status") or {}
+    if status.get("phase") != "Baseline" or (status.get("job") or {}).get("state") != "RUNNING":
+        return False
+    metrics = cluster.run_dir(name) / "02_baseline" / "logs" / "metrics.json"
+    try:
+        return len(json.loads(metrics.read_text())["epochs"]) >= 1
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _submissions(cluster: Cluster, prefix: str) -> list[str]:
+    return sorted(job.submission_id for job in cluster.ray_jobs() if (job.submission_id or "").startswith(prefix))
+
+
+def test_a_killed_operator_reattaches_to_its_running_job_instead_of_submitting_again(
+        cluster: Cluster, tmp_path: Path) -> None:
+    operator = OperatorProcess(cluster.operator_kubeconfig, cluster.artifact_root, tmp_path).start()
+    name = "killed-operator"
+    apply(cluster.admin, pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET, baseline={"epochs": 6}))
+    wait_for("the baseline's first epoch", lambda: _baseline_running_with_an_epoch(cluster, name), timeout=300)
+    operator.kill()
+    operator = OperatorProcess(cluster.operator_kubeconfig, cluster.artifact_root, tmp_path).start()
+    try:
+        obj = wait_phase(cluster, operator, name, ("Succeeded", "Failed"), timeout=600)
+    finally:
+        operator.stop()
+    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("message")
+    uid = obj["metadata"]["uid"]
+    jobs = _submissions(cluster, f"{name}-{uid}")
+    assert len(jobs) == len(set(jobs))
+    baseline_jobs = [j for j in jobs if "-02-baseline-train-" in j]
+    assert baseline_jobs == [f"{name}-{uid}-02-baseline-train-a1"]  # exactly one submission
+    evidence = Evidence.read(cluster.run_dir(name) / "02_baseline" / "evidence.json")
+    assert evidence.resumed_from_epoch is None and len(evidence.epochs) == 6  # it kept running, not restarted
+
+
+def test_a_stopped_ray_job_is_resubmitted_and_resumes_from_its_checkpoint(
+        cluster: Cluster, operator: OperatorProcess) -> None:
+    name = "stopped-job"
+    apply(cluster.admin, pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET, baseline={"epochs": 8}))
+    wait_for("the baseline's first epoch", lambda: _baseline_running_with_an_epoch(cluster, name), timeout=300)
+    submission = get(cluster.admin, name)["status"]["job"]["submissionId"]
+    import os
+
+    os.environ["RAY_AUTH_MODE"], os.environ["RAY_AUTH_TOKEN"] = "token", cluster.ray_token
+    from ray.job_submission import JobSubmissionClient
+
+    JobSubmissionClient(cluster.ray_address).stop_job(submission)
+    obj = wait_phase(cluster, operator, name, ("Succeeded", "Failed"), timeout=600)
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", status.get("message")
+    evidence = Evidence.read(cluster.run_dir(name) / "02_baseline" / "evidence.json")
+    assert evidence.resumed_from_epoch is not None and evidence.resumed_from_epoch > 0
+    assert [e.num for e in evidence.epochs] == list(range(1, 9))
+    assert submission.endswith("-a1")
+    assert f"{submission[:-3]}-a2" in _submissions(cluster, submission[:-3])
+
+
+def test_deleting_a_running_pipeline_stops_its_ray_job_then_lets_go(
+        cluster: Cluster, operator: OperatorProcess) -> None:
+    name = "deleted"
+    apply(cluster.admin, pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET, baseline={"epochs": 30}))
+    wait_for("the baseline's first epoch", lambda: _baseline_running_with_an_epoch(cluster, name), timeout=300)
+    submission = get(cluster.admin, name)["status"]["job"]["submissionId"]
+    kubectl(cluster.admin, "delete", "tp", name, "--wait=true", "--timeout=180s")
+    gone = kubectl(cluster.admin, "get", "tp", name, check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+    def stopped() -> bool:
+        job = next(j for j in cluster.ray_jobs() if j.submission_id == submission)
+        return str(getattr(job.status, "value", job.status)) == "STOPPED"
+
+    wait_for(f"Ray job {submission} stopped", stopped, timeout=120)
+
+
+def test_approval_by_annotation_and_a_spec_change_while_running(cluster: Cluster, operator: OperatorProcess) -> None:
+    name = "approval"
+    manifest = pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET, approval={"required": True})
+    apply(cluster.admin, manifest)
+    wait_for("the pipeline started", lambda: phase_of(cluster, name) not in ("", "Pending"), timeout=120)
+    changed = pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET, approval={"required": True},
+                                baseline={"epochs": 3})
+    apply(cluster.admin, changed)
+    obj = wait_phase(cluster, operator, name, ("AwaitingApproval", "Failed"), timeout=600)
+    status = obj["status"]
+    assert status["phase"] == "AwaitingApproval", status.get("message")
+    spec_applied = next(c for c in status["conditions"] if c["type"] == "SpecApplied")
+    assert spec_applied["status"] == "False" and spec_applied["reason"] == "ChangedWhileRunning"
+    baseline_job = yaml.safe_load((cluster.run_dir(name) / "02_baseline" / "job.yaml").read_text())
+    assert baseline_job["train"]["epochs"] == 2  # the spec it started with
+
+    kubectl(cluster.admin, "annotate", "tp", name, "trainpipe.io/approved=true")
+    obj = wait_phase(cluster, operator, name, ("Succeeded", "Failed"), timeout=120)
+    assert obj["status"]["phase"] == "Succeeded"
+    approval = next(c for c in obj["status"]["gates"]["finalization"]["checks"] if c["id"] == "approval")
+    assert approval["result"] == "pass"
+
+
+def test_gpu_utilization_from_prometheus_fails_passes_or_skips_the_gate(
+        cluster: Cluster, prometheus_factory: Any, tmp_path: Path) -> None:
+    """A small exporter serves DCGM_FI_DEV_GPU_UTIL for two pipelines' pods
+    (30% and 80%) and nothing for a third; a real Prometheus scrapes it; the
+    operator's PromQL decides the baseline gate's gpu-utilization check."""
+    from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+    from .operator_harness import free_port
+
+    registry = CollectorRegistry()
+    gauge = Gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (fake DCGM exporter)", ["namespace", "pod", "gpu"],
+                  registry=registry)
+    gauge.labels("default", "gpu-low-baseline-worker-0", "0").set(30)
+    gauge.labels("default", "gpu-high-baseline-worker-0", "0").set(80)
+    port = free_port()
+    server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        prometheus = prometheus_factory([f"127.0.0.1:{port}"])
+        operator = OperatorProcess(cluster.operator_kubeconfig, cluster.artifact_root, tmp_path,
+                                   prometheus_url=prometheus.url).start()
+        try:
+            for name in ("gpu-low", "gpu-high", "gpu-none"):
+                apply(cluster.admin, pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET))
+
+            def gpu_check(name: str) -> dict | None:
+                gates = (get(cluster.admin, name).get("status") or {}).get("gates") or {}
+                if "baseline" not in gates:
+                    return None
+                return next(c for c in gates["baseline"]["checks"] if c["id"] == "gpu-utilization")
+
+            low = wait_for("gpu-low's baseline gate", lambda: gpu_check("gpu-low"), timeout=600)
+            high = wait_for("gpu-high's baseline gate", lambda: gpu_check("gpu-high"), timeout=600)
+            none = wait_for("gpu-none's baseline gate", lambda: gpu_check("gpu-none"), timeout=600)
+            low_gate_passed = get(cluster.admin, "gpu-low")["status"]["gates"]["baseline"]["passed"]
+        finally:
+            for name in ("gpu-low", "gpu-high", "gpu-none"):  # the finalizer stops their jobs
+                kubectl(cluster.admin, "delete", "tp", name, "--timeout=180s", check=False)
+            operator.stop()
+    finally:
+        server.shutdown()
+    assert low["result"] == "fail" and float(low["value"]) == pytest.approx(30.0), low
+    assert high["result"] == "pass" and float(high["value"]) == pytest.approx(80.0), high
+    assert none["result"] == "skip" and "no DCGM_FI_DEV_GPU_UTIL series" in none["message"], none
+    assert low_gate_passed is False
