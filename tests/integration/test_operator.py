@@ -332,3 +332,65 @@ def test_gpu_utilization_from_prometheus_fails_passes_or_skips_the_gate(
     assert high["result"] == "pass" and float(high["value"]) == pytest.approx(80.0), high
     assert none["result"] == "skip" and "no DCGM_FI_DEV_GPU_UTIL series" in none["message"], none
     assert low_gate_passed is False
+
+
+def test_runtime_rayjob_creates_kuberay_rayjobs_and_follows_their_status(
+        cluster: Cluster, operator: OperatorProcess) -> None:
+    """KubeRay's controller does not run here: the test plays it. Each RayJob
+    the operator creates is checked against KubeRay's own CRD schema, its
+    entrypoint is run for real on this machine, and its status is written
+    back as KubeRay writes it; the operator follows it to Succeeded."""
+    import shlex
+    import subprocess
+    import sys
+
+    from kubernetes import client, config
+
+    from trainpipe_operator.kuberay.schema import kuberay_crd_path, validate_against_kuberay
+
+    if kuberay_crd_path() is None:
+        pytest.skip("KubeRay's RayJob CRD is not on this machine (../shared/kuberay-crds or $TRAINPIPE_KUBERAY_CRDS)")
+    api = client.CustomObjectsApi(config.new_client_from_config(str(cluster.admin)))
+    name = "on-kuberay"
+    manifest = pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET)
+    manifest["spec"]["runtime"] = {"type": "rayjob"}
+    manifest["spec"]["resources"] = {"workers": 2, "gpusPerWorker": 1}
+    apply(cluster.admin, manifest)
+    handled: set[str] = set()
+
+    def play_kuberay() -> str | None:
+        phase = phase_of(cluster, name)
+        if phase in ("Succeeded", "Failed"):
+            return phase
+        jobs = api.list_namespaced_custom_object("ray.io", "v1", "default", "rayjobs",
+                                                 label_selector=f"trainpipe.io/pipeline={name}")["items"]
+        for job in jobs:
+            job_name = job["metadata"]["name"]
+            if job_name in handled:
+                continue
+            handled.add(job_name)
+            assert validate_against_kuberay(job) == [], job_name
+            workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+            assert workers["replicas"] == 2
+            limits = workers["template"]["spec"]["containers"][0]["resources"]["limits"]
+            assert str(limits["nvidia.com/gpu"]) == "1"
+            assert job["metadata"]["ownerReferences"][0]["name"] == name
+            command = shlex.split(job["spec"]["entrypoint"])
+            assert command[1:3] == ["-m", "trainpipe_trainer.run"]
+            config_path = Path(command[command.index("--config") + 1])
+            # Here the job runs without Ray (KubeRay's cluster is not here) and on the CPU.
+            done = subprocess.run([sys.executable, "-m", "trainpipe_trainer.run", "--config", str(config_path),
+                                   "--no-ray"], capture_output=True, text=True, timeout=600,
+                                  env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
+            job_status = "SUCCEEDED" if done.returncode == 0 else "FAILED"
+            api.patch_namespaced_custom_object_status("ray.io", "v1", "default", "rayjobs", job_name, {
+                "status": {"jobStatus": job_status, "jobDeploymentStatus": "Complete" if done.returncode == 0
+                           else "Failed", "message": f"entrypoint exited {done.returncode}"}})
+        return None
+
+    final = wait_for(f"{name} via RayJobs", play_kuberay, timeout=900, interval=2)
+    status = get(cluster.admin, name)["status"]
+    assert final == "Succeeded", status.get("message")
+    assert len(handled) >= 4  # planning, baseline, final training, evaluation
+    gpu = next(c for c in status["gates"]["baseline"]["checks"] if c["id"] == "gpu-utilization")
+    assert gpu["result"] == "skip"  # no Prometheus configured and no NVML samples on this CPU

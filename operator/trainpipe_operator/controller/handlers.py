@@ -49,8 +49,15 @@ def _tick(body: Any, patch: kopf.Patch) -> None:
     _apply(result, body, patch)
 
 
-def start(body: Any, patch: kopf.Patch, **_: Any) -> None:
-    _tick(body, patch)
+def start(body: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
+    """A new pipeline gets a status at once (Pending, accepted); the timer
+    does the work, so creating many pipelines never queues behind training
+    logic. A resumed one (operator restart) is left to the timer too."""
+    if (status or {}).get("phase"):
+        return
+    patch.status.update({"phase": "Pending", "message": "accepted; waiting for the first reconcile",
+                         "observedGeneration": meta.get("generation")})
+    METRICS.set_phase(f"{meta.get('namespace')}/{meta.get('name')}", "Pending")
 
 
 def poll(body: Any, status: Any, patch: kopf.Patch, **_: Any) -> None:
@@ -88,6 +95,6 @@ def register(poll_seconds: float, registry: kopf.OperatorRegistry | None = None)
     kopf.on.login(registry=registry)(login)
     kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)(start)
     kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)(start)
-    kopf.timer(GROUP, VERSION, PLURAL, interval=poll_seconds, initial_delay=poll_seconds, registry=registry)(poll)
+    kopf.timer(GROUP, VERSION, PLURAL, interval=poll_seconds, initial_delay=0.5, registry=registry)(poll)
     kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)(stop)
     return registry

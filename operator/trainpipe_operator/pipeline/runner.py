@@ -403,7 +403,7 @@ class LocalRunner:
             code = self._run_job(status, phase, job, out, attempt=attempt)
             if code in (0, 1) and path.exists():  # completed, or failed with the reason in evidence
                 break
-            log.warning("%s job attempt %d ended with code %d and no verdict; resubmitting", phase, attempt, code)
+            log.debug("%s job attempt %d ended with code %d and no verdict: the next attempt", phase, attempt, code)
         if not path.exists():
             raise JobFailedToStart(
                 f"the {phase} job left no evidence.json in {out} after {self.spec.runtime.max_attempts} "

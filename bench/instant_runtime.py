@@ -1,0 +1,45 @@
+"""The benchmark's runtime: every job "completes at once" by linking in the
+outputs of one real run made at the start of the benchmark (a template), so
+the operator's control loop (status writes, gates, decisions, reports) is
+what gets measured, not training. Bench-only: not part of the product.
+
+Run as ``python bench/instant_runtime.py TEMPLATE_RUN_DIR -- <trainpipe operator args>``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from trainpipe_operator.cli import main as trainpipe_main
+from trainpipe_operator.controller import reconcile
+from trainpipe_operator.pipeline.launchers import JobOutcome
+from trainpipe_trainer.contract.job_config import JobConfig
+
+
+class InstantLauncher:
+    def __init__(self, template: Path) -> None:
+        self.template = template
+
+    def run(self, job_file: Path, run_dir: Path, submission_id: str) -> JobOutcome:
+        job = JobConfig.from_yaml_file(job_file)
+        source = {"preflight": "01_planning", "evaluate": "05_finalization"}.get(job.action)
+        if source is None:
+            source = "05_finalization" if run_dir.name == "05_finalization" else "02_baseline"
+        shutil.copytree(self.template / source, run_dir, copy_function=os.link, dirs_exist_ok=True)
+        output = run_dir / "job_output.log"
+        return JobOutcome(exit_code=0, submission_id=submission_id, output_path=output, message="instant")
+
+
+def main() -> int:
+    template = Path(sys.argv[1]).resolve()
+    args = sys.argv[sys.argv.index("--") + 1:]
+    launcher = InstantLauncher(template)
+    reconcile.Reconciler._launcher = lambda self, pipeline: launcher  # type: ignore[method-assign]
+    return trainpipe_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

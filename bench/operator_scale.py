@@ -1,0 +1,157 @@
+"""Operator scale: N TrainingPipelines created at once against the real
+kube-apiserver; the operator runs as its own process with a runtime whose
+jobs complete at once (bench/instant_runtime.py), so this measures the
+control loop. Reports p50/p95 from creation to the first status write and to
+Succeeded (timestamps from a watch), and the operator's peak RSS.
+
+    python bench/operator_scale.py [--counts 100 500]
+
+Writes bench/results/operator_scale.json. Targets: p95 first status <= 1 s
+at 500, RSS <= 300 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results" / "operator_scale.json"
+
+from tests.integration.operator_harness import (  # noqa: E402
+    CRD_FILE,
+    free_port,
+    kubectl,
+    wait_established,
+    wait_for,
+)
+
+from trainpipe_operator.devcluster import ControlPlane, find_assets  # noqa: E402
+from trainpipe_operator.rbac import cluster_role, cluster_role_binding  # noqa: E402
+
+TEMPLATE_SPEC = {
+    "data": {"imageSize": 8, "batchSize": 64},
+    "target": {"metric": "val_acc", "value": 0.5},
+    "baseline": {"epochs": 2, "lr": 0.003},
+    "finalization": {"epochs": 2, "patience": 2},
+}
+
+
+def make_template(workdir: Path) -> Path:
+    """One real local run whose job outputs every instant job links in."""
+    manifest = workdir / "template.yaml"
+    manifest.write_text(yaml.safe_dump({"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline",
+                                        "metadata": {"name": "template"}, "spec": TEMPLATE_SPEC}))
+    run_dir = workdir / "template-run"
+    trainpipe = Path(sys.executable).parent / "trainpipe"
+    subprocess.run([str(trainpipe), "run", str(manifest), "--run-dir", str(run_dir), "--quiet"], check=True)
+    return run_dir
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def watch(kubeconfig: Path, seen: dict[str, dict[str, float]], stop: threading.Event) -> None:
+    """Timestamp each pipeline's first status and its Succeeded, as a client sees them."""
+    from kubernetes import client, config
+    from kubernetes import watch as kwatch
+
+    api = client.CustomObjectsApi(config.new_client_from_config(str(kubeconfig)))
+    w = kwatch.Watch()
+    while not stop.is_set():
+        for event in w.stream(api.list_namespaced_custom_object, "trainpipe.io", "v1alpha1", "default",
+                              "trainingpipelines", timeout_seconds=5):
+            obj = event["object"]
+            name = obj["metadata"]["name"]
+            phase = (obj.get("status") or {}).get("phase")
+            now = time.time()
+            marks = seen.setdefault(name, {})
+            if phase and "first_status" not in marks:
+                marks["first_status"] = now
+            if phase == "Succeeded" and "succeeded" not in marks:
+                marks["succeeded"] = now
+            if stop.is_set():
+                break
+
+
+def run_count(plane: ControlPlane, template: Path, count: int, workdir: Path) -> dict:
+    artifacts = workdir / f"artifacts-{count}"
+    log = (workdir / f"operator-{count}.log").open("w")
+    operator = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "instant_runtime.py"), str(template), "--", "operator",
+         "--kubeconfig", str(plane.operator_kubeconfig), "--artifact-root", str(artifacts),
+         "--metrics-port", "0", "--liveness-port", str(free_port()), "--poll-seconds", "1"],
+        stdout=log, stderr=subprocess.STDOUT)
+    time.sleep(5)  # kopf connects and starts watching
+    seen: dict[str, dict[str, float]] = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch, args=(plane.kubeconfig, seen, stop), daemon=True)
+    watcher.start()
+    names = [f"scale-{count}-{i:04d}" for i in range(count)]
+    docs = [{"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline", "metadata": {"name": n},
+             "spec": TEMPLATE_SPEC} for n in names]
+    created_at = time.time()
+    kubectl(plane.kubeconfig, "create", "-f", "-", input=yaml.safe_dump_all(docs))
+    created_done = time.time()
+    try:
+        wait_for(f"{count} pipelines Succeeded",
+                 lambda: sum(1 for n in names if "succeeded" in seen.get(n, {})) == count,
+                 timeout=60 + 3 * count, interval=1)
+    finally:
+        rss = peak_rss_mib(operator.pid)
+        stop.set()
+        operator.terminate()
+        operator.wait(timeout=60)
+        kubectl(plane.kubeconfig, "delete", "tp", "--all", "--wait=false", check=False)
+    first = [seen[n]["first_status"] - created_at for n in names]
+    done = [seen[n]["succeeded"] - created_at for n in names]
+    return {
+        "count": count,
+        "create_seconds": created_done - created_at,
+        "first_status_p50_s": statistics.median(first), "first_status_p95_s": percentile(first, 0.95),
+        "succeeded_p50_s": statistics.median(done), "succeeded_p95_s": percentile(done, 0.95),
+        "operator_peak_rss_mib": rss,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--counts", type=int, nargs="+", default=[100, 500])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        template = make_template(workdir)
+        with ControlPlane(find_assets(), workdir / "control-plane") as plane:
+            kubectl(plane.kubeconfig, "apply", "-f", str(CRD_FILE))
+            wait_established(plane.kubeconfig, "trainingpipelines.trainpipe.io")
+            docs = [cluster_role(), cluster_role_binding({"kind": "User", "name": "trainpipe-operator"})]
+            kubectl(plane.kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
+            runs = [run_count(plane, template, count, workdir) for count in args.counts]
+    result = {"runs": runs, "targets": {"first_status_p95_s_at_500": 1.0, "operator_peak_rss_mib": 300},
+              "note": "instant runtime (bench/instant_runtime.py): the control loop, not training"}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
