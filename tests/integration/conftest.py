@@ -8,7 +8,8 @@
 - ``admin_api``: a ``kubernetes.client.ApiClient`` for the ``admin`` user.
 - ``operator_kubeconfig``: the kubeconfig of the ``trainpipe-operator`` user,
   whose permissions come only from the RBAC a test applies.
-- ``ray_head``: a Ray head (``devcluster.RayHead``) with token authentication.
+- ``ray_head``: a Ray head (``devcluster.RayHead``) with token authentication,
+  one per test module.
 - ``prometheus_factory``: ``start(targets, **kw) -> PrometheusServer`` per test.
 """
 
@@ -76,7 +77,10 @@ def operator_kubeconfig(control_plane: ControlPlane) -> Path:
     return control_plane.operator_kubeconfig
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
+    # Per module, not per session: two Ray clusters alive on one machine
+    # confuse Ray's own helpers ("Found multiple active Ray instances ...
+    # connecting to latest"), so no head outlives the module that uses it.
     with RayHead(tmp_path_factory.mktemp("ray-head")) as head:
         yield head

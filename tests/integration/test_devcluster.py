@@ -174,6 +174,12 @@ def test_devcluster_cli_up_status_down(envtest_assets_dir: Path, tmp_path: Path)
         if (REPO / "crds" / "trainingpipelines.trainpipe.io.yaml").exists():
             crd = _kubectl(folder / "kubeconfig", "get", "crd", "trainingpipelines.trainpipe.io")
             assert crd.returncode == 0, crd.stderr
+        # The operator user holds the operator's RBAC, and nothing more.
+        operator = folder / "operator.kubeconfig"
+        assert _kubectl(operator, "auth", "can-i", "watch", "trainingpipelines.trainpipe.io",
+                        "--all-namespaces").stdout.strip() == "yes"
+        assert _kubectl(operator, "auth", "can-i", "list", "secrets", "--all-namespaces"
+                        ).stdout.strip() == "no"
         assert _http("GET", f"{env['RAY_ADDRESS']}/api/jobs/") == 401
         assert _http("GET", f"{env['RAY_ADDRESS']}/api/jobs/", token=env["RAY_AUTH_TOKEN"]) == 200
         assert _http("GET", f"{env['PROMETHEUS_URL']}/-/ready") == 200
@@ -186,32 +192,3 @@ def test_devcluster_cli_up_status_down(envtest_assets_dir: Path, tmp_path: Path)
     assert not any(pid_alive(entry["pid"], entry["expect"]) for entry in pids.values())
     assert _devcluster("status", *common, timeout=60).returncode == 1
 
-
-def test_up_applies_the_chart_rbac_and_binds_it_to_the_operator_user(
-        control_plane: ControlPlane, operator_kubeconfig: Path, tmp_path: Path):
-    from trainpipe_operator.devcluster.cli import RBAC_FILE, apply_manifests
-
-    role = _name("itest-chart-role")
-    rbac = tmp_path / RBAC_FILE
-    rbac.parent.mkdir(parents=True)
-    rbac.write_text(f"""\
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: {role}}}
-rules:
-- {{apiGroups: [""], resources: [configmaps], verbs: [list]}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: {role}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}
-subjects:
-- {{kind: ServiceAccount, name: trainpipe-operator, namespace: {role}-system}}
-""")
-    assert apply_manifests(control_plane.kubeconfig, tmp_path) == [str(RBAC_FILE)]
-    deadline = time.monotonic() + 10
-    while (can := _kubectl(operator_kubeconfig, "auth", "can-i", "list", "configmaps",
-                           "--all-namespaces").stdout.strip()) != "yes":
-        assert time.monotonic() < deadline, can
-        time.sleep(0.2)
-    assert _kubectl(control_plane.kubeconfig, "get", "namespace", f"{role}-system").returncode == 0

@@ -31,7 +31,6 @@ from .prometheus import PrometheusServer
 from .ray_head import RayHead
 
 CRD_FILE = Path("crds/trainingpipelines.trainpipe.io.yaml")
-RBAC_FILE = Path("charts/trainpipe/files/operator-rbac.yaml")
 STOP_ORDER = ("prometheus", "ray", "kube-apiserver", "etcd")
 
 
@@ -66,50 +65,35 @@ def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
-def operator_user_bindings(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Bind the dev operator user to every (Cluster)Role the chart's RBAC defines."""
-    subject = [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": OPERATOR_USER}]
-    out: list[dict[str, Any]] = []
-    for doc in docs:
-        kind, meta = doc.get("kind"), doc.get("metadata", {})
-        if kind not in ("ClusterRole", "Role"):
-            continue
-        binding: dict[str, Any] = {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding" if kind == "ClusterRole" else "RoleBinding",
-            "metadata": {"name": f"trainpipe-dev-user-{meta['name']}"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": meta["name"]},
-            "subjects": subject,
-        }
-        if kind == "Role":
-            binding["metadata"]["namespace"] = meta.get("namespace", "default")
-        out.append(binding)
-    return out
+def _wait_established(kubeconfig: Path, crd: str, timeout: float = 60.0) -> None:
+    # Polled: `kubectl wait` races a v1.20 server that has not written the
+    # CRD's conditions yet ("conditions accessor error").
+    path = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if kubectl(kubeconfig, "get", "crd", crd, "-o", f"jsonpath={path}") == "True":
+                return
+        except RuntimeError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"CRD {crd} was not established within {timeout:.0f} s")
 
 
 def apply_manifests(kubeconfig: Path, repo_root: Path) -> list[str]:
-    """Apply the CRD and the operator RBAC when the repository has them; return what was applied."""
+    """Apply the CRD and the operator's RBAC (the rules the chart renders),
+    bound to the dev operator user; return what was applied."""
+    from trainpipe_operator.rbac import cluster_role, cluster_role_binding
+
     applied = []
     crd = repo_root / CRD_FILE
     if crd.exists():
         kubectl(kubeconfig, "apply", "-f", str(crd))
-        kubectl(kubeconfig, "wait", "--for=condition=Established", "-f", str(crd), "--timeout=60s")
+        _wait_established(kubeconfig, "trainingpipelines.trainpipe.io")
         applied.append(str(CRD_FILE))
-    rbac = repo_root / RBAC_FILE
-    if rbac.exists():
-        try:
-            docs = [d for d in yaml.safe_load_all(rbac.read_text()) if isinstance(d, dict)]
-        except yaml.YAMLError as exc:
-            raise RuntimeError(f"{rbac} is not plain YAML: {exc}") from exc
-        namespaces = {d["metadata"]["namespace"] for d in docs if d.get("metadata", {}).get("namespace")}
-        namespaces |= {s["namespace"] for d in docs for s in d.get("subjects") or [] if s.get("namespace")}
-        if namespaces:
-            kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(
-                [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
-                 for ns in sorted(namespaces)]))
-        kubectl(kubeconfig, "apply", "-f", "-",
-                stdin=yaml.safe_dump_all(docs + operator_user_bindings(docs)))
-        applied.append(str(RBAC_FILE))
+    docs = [cluster_role(), cluster_role_binding({"kind": "User", "name": OPERATOR_USER})]
+    kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    applied.append("ClusterRole/ClusterRoleBinding trainpipe-operator")
     return applied
 
 

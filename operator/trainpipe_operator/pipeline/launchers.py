@@ -151,7 +151,9 @@ class RayJobLauncher:
                 info = self._wait(submission_id)
         output.write_text(self.client.get_job_logs(submission_id), encoding="utf-8")
         code = getattr(info, "driver_exit_code", None)
-        if code is None:
+        if _state(info) == "STOPPED":
+            code = INTERRUPTED  # `ray job stop`: the driver checkpointed on SIGTERM; resumable
+        elif code is None:
             code = 0 if str(info.status.value if hasattr(info.status, "value") else info.status) == "SUCCEEDED" else 1
         return JobOutcome(exit_code=int(code), submission_id=submission_id, output_path=output,
                           message=info.message or "")

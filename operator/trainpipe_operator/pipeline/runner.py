@@ -401,8 +401,8 @@ class LocalRunner:
         path = out / "evidence.json"
         for attempt in range(1, self.spec.runtime.max_attempts + 1):
             code = self._run_job(status, phase, job, out, attempt=attempt)
-            if code in (0, 1) and path.exists():  # completed, or failed with the reason in evidence
-                break
+            if code in (0, 1) and path.exists() and Evidence.read(path).status != "interrupted":
+                break  # completed, or failed with the reason in its evidence
             log.debug("%s job attempt %d ended with code %d and no verdict: the next attempt", phase, attempt, code)
         if not path.exists():
             raise JobFailedToStart(
