@@ -4,7 +4,7 @@ lastTransitionTime while its status does not change."""
 
 from __future__ import annotations
 
-from trainpipe_operator.spec.status import Condition, PipelineStatus
+from trainpipe_operator.spec.status import Condition, GateStatus, PipelineStatus
 
 GATE_TYPES = {
     "planning": "PlanningGate", "baseline": "BaselineGate", "diagnostics": "DiagnosticsGate",
@@ -21,13 +21,13 @@ def _merge(previous: dict[str, Condition], new: Condition) -> Condition:
 
 def build_conditions(status: PipelineStatus, generation: int | None, now: str) -> list[Condition]:
     previous = {c.type: c for c in status.conditions}
-    latest: dict[str, tuple[str, object]] = {}
+    latest: dict[str, tuple[str, GateStatus]] = {}
     for key, gate in status.gates.items():  # dict order is evaluation order
         latest[key.split(".")[0]] = (key, gate)
     out = []
     for prefix, (key, gate) in latest.items():
-        failing = [c.id for c in gate.checks if c.result == "fail" and c.mandatory]  # type: ignore[attr-defined]
-        passed = gate.passed  # type: ignore[attr-defined]
+        failing = [c.id for c in gate.checks if c.result == "fail" and c.mandatory]
+        passed = gate.passed
         out.append(_merge(previous, Condition(
             type=GATE_TYPES.get(prefix, prefix.capitalize() + "Gate"),
             status="True" if passed else "False",
