@@ -47,14 +47,27 @@ class Cluster:
         uid = get(self.admin, name, namespace)["metadata"]["uid"]
         return self.artifact_root / namespace / f"{name}-{uid[:8]}"
 
-    def ray_jobs(self) -> list[Any]:
+    def ray_client(self) -> Any:
+        """A Job API client with this head's token. The token goes into the
+        environment only while the client is made: left there, it would leak
+        into every later test's subprocesses (and their own Ray clusters)."""
         import os
 
-        os.environ["RAY_AUTH_MODE"] = "token"
-        os.environ["RAY_AUTH_TOKEN"] = self.ray_token
-        from ray.job_submission import JobSubmissionClient
+        saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.ray_token)
+        try:
+            from ray.job_submission import JobSubmissionClient
 
-        return JobSubmissionClient(self.ray_address).list_jobs()
+            return JobSubmissionClient(self.ray_address)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def ray_jobs(self) -> list[Any]:
+        return self.ray_client().list_jobs()
 
 
 @pytest.fixture(scope="module")
@@ -234,12 +247,7 @@ def test_a_stopped_ray_job_is_resubmitted_and_resumes_from_its_checkpoint(
     apply(cluster.admin, pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET, baseline={"epochs": 8}))
     wait_for("the baseline's first epoch", lambda: _baseline_running_with_an_epoch(cluster, name), timeout=300)
     submission = get(cluster.admin, name)["status"]["job"]["submissionId"]
-    import os
-
-    os.environ["RAY_AUTH_MODE"], os.environ["RAY_AUTH_TOKEN"] = "token", cluster.ray_token
-    from ray.job_submission import JobSubmissionClient
-
-    JobSubmissionClient(cluster.ray_address).stop_job(submission)
+    cluster.ray_client().stop_job(submission)
     obj = wait_phase(cluster, operator, name, ("Succeeded", "Failed"), timeout=600)
     status = obj["status"]
     assert status["phase"] == "Succeeded", status.get("message")

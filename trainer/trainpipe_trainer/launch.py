@@ -164,7 +164,11 @@ def launch_ray(config: JobConfig) -> Evidence:
     from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
-        ray.init(address=config.ray.address, log_to_driver=True)
+        # No address anywhere: start a Ray of our own ("local"). Left to
+        # None, Ray would join whatever cluster /tmp/ray last recorded,
+        # possibly one that is gone or belongs to someone else.
+        address = config.ray.address or os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, log_to_driver=True)
     _stop_signal(config)  # after ray.init, which installs a SIGTERM handler of its own
     res = config.resources
     per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
@@ -187,6 +191,10 @@ def launch_ray(config: JobConfig) -> Evidence:
         trainer.fit()
     except Exception as exc:  # noqa: BLE001 - Ray raises its own failure types
         return read_or_failed_evidence(config, exc)
+    finally:
+        # Shut Ray down here, not in its exit hook: the process's exit code
+        # (75 for "interrupted, resumable") must not depend on how that goes.
+        ray.shutdown()
     return read_or_failed_evidence(config, None)
 
 
