@@ -181,6 +181,9 @@ class Engine:
             if self.on_epoch:
                 self.on_epoch(record)
             if any_rank(self.stop.requested, self.ctx):
+                # The epoch's checkpoints were just written: nothing more to save.
+                log.warning("Interrupted (%s): checkpoint written at the end of epoch %d; run again to resume",
+                            self.stop.reason, epoch + 1)
                 raise TrainingInterrupted(self.stop.reason or "stop requested", epoch + 1, 0)
             if self.cfg.patience and p.epochs_without_improvement >= self.cfg.patience:
                 log.info(
