@@ -12,12 +12,12 @@ report stays readable when the dataset is mounted elsewhere.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from trainpipe_trainer.contract.json_file import write_model_json
 
 SPLITS = ("train", "val", "test")
 
@@ -115,19 +115,7 @@ class DataReport(_Model):
 
     def write(self, path: str | Path) -> Path:
         """Write as JSON through a temporary file and a rename: never half-written."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self.model_dump_json(indent=2))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_model_json(self, path)
 
     @classmethod
     def read(cls, path: str | Path) -> DataReport:
