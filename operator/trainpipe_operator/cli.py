@@ -52,7 +52,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
     from trainpipe_operator.controller.settings import OperatorSettings
 
     settings = OperatorSettings()
-    for name in ("artifact_root", "prometheus_url", "ray_address", "metrics_port", "liveness_port", "poll_seconds"):
+    for name in ("artifact_root", "prometheus_url", "ray_address", "metrics_port", "liveness_port", "poll_seconds",
+                 "trainer_metrics_port"):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
@@ -105,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--namespace", action="append", default=None, help="watch only these (repeatable)")
     operator.add_argument("--metrics-port", type=int, help="/metrics port, 0: off ($TRAINPIPE_METRICS_PORT, 9090)")
     operator.add_argument("--liveness-port", type=int, help="/healthz port, 0: off ($TRAINPIPE_LIVENESS_PORT, 8080)")
+    operator.add_argument("--trainer-metrics-port", type=int,
+                          help="training jobs serve trainpipe_* metrics here, 0: off ($TRAINPIPE_TRAINER_METRICS_PORT, 0)")
     operator.add_argument("--poll-seconds", type=float, help="reconcile interval ($TRAINPIPE_POLL_SECONDS, 2)")
     operator.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON")
     operator.set_defaults(func=cmd_operator)

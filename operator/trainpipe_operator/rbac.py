@@ -11,9 +11,17 @@ import yaml
 ROLE_NAME = "trainpipe-operator"
 
 
-def operator_rules() -> list[dict[str, Any]]:
-    text = (resources.files("trainpipe_operator.deploy") / "operator-rules.yaml").read_text(encoding="utf-8")
-    return list(yaml.safe_load(text))
+def rules_text() -> str:
+    return (resources.files("trainpipe_operator.deploy") / "operator-rules.yaml").read_text(encoding="utf-8")
+
+
+def operator_rules(scope: str = "all") -> list[dict[str, Any]]:
+    """``namespaced``: the rules a Role grants in each watched namespace;
+    ``cluster``: the cluster-scoped reads; ``all``: both (the ClusterRole)."""
+    rules = yaml.safe_load(rules_text())
+    if scope == "all":
+        return [*rules["namespaced"], *rules["cluster"]]
+    return list(rules[scope])
 
 
 def cluster_role(name: str = ROLE_NAME) -> dict[str, Any]:

@@ -78,7 +78,7 @@ class OperatorProcess:
     """`trainpipe operator` as a child process with its own log file."""
 
     def __init__(self, kubeconfig: Path, artifact_root: Path, workdir: Path, prometheus_url: str | None = None,
-                 poll_seconds: float = 1.0) -> None:
+                 poll_seconds: float = 1.0, trainer_metrics_port: int | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.artifact_root = artifact_root
         self.log_path = workdir / "operator.log"
@@ -86,6 +86,7 @@ class OperatorProcess:
         self.liveness_port = free_port()
         self.prometheus_url = prometheus_url
         self.poll_seconds = poll_seconds
+        self.trainer_metrics_port = trainer_metrics_port
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> OperatorProcess:
@@ -94,6 +95,8 @@ class OperatorProcess:
                    str(self.liveness_port), "--poll-seconds", str(self.poll_seconds)]
         if self.prometheus_url:
             command += ["--prometheus-url", self.prometheus_url]
+        if self.trainer_metrics_port:
+            command += ["--trainer-metrics-port", str(self.trainer_metrics_port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
         self.proc = subprocess.Popen(command, stdout=self.log_path.open("a"), stderr=subprocess.STDOUT,
                                      start_new_session=True, env=env)
@@ -169,3 +172,20 @@ def wait_established(kubeconfig: Path, crd: str) -> None:
     wait_for(f"CRD {crd} established",
              lambda: kubectl(kubeconfig, "get", "crd", crd, "-o", f"jsonpath={path}", check=False).stdout == "True",
              timeout=60, interval=0.5)
+
+
+CHART_NAMESPACE = "trainpipe-system"
+
+
+def operator_as_chart_service_account(control_plane: Any, path: Path) -> Path:
+    """Install the Helm chart's ServiceAccount and cluster RBAC (default
+    values, release "trainpipe") and return a kubeconfig with a token of that
+    ServiceAccount: the operator then runs with exactly the chart's rights."""
+    from tests.chart_render import render
+
+    admin = control_plane.kubeconfig
+    kubectl(admin, "create", "namespace", CHART_NAMESPACE, check=False)
+    docs = render(release="trainpipe", namespace=CHART_NAMESPACE)
+    apply(admin, [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")])
+    return Path(control_plane.service_account_kubeconfig(CHART_NAMESPACE, "trainpipe", path))
+

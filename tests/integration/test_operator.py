@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,6 @@ from typing import Any
 import pytest
 import yaml
 
-from trainpipe_operator.rbac import cluster_role, cluster_role_binding
 from trainpipe_trainer.contract.evidence import Evidence
 
 from .operator_harness import (
@@ -20,9 +21,11 @@ from .operator_harness import (
     REPO,
     OperatorProcess,
     apply,
+    free_port,
     get,
     install_kuberay_rayjob_crd,
     kubectl,
+    operator_as_chart_service_account,
     pipeline_manifest,
     wait_established,
     wait_for,
@@ -75,13 +78,14 @@ def cluster(control_plane: Any, ray_head: Any, tmp_path_factory: pytest.TempPath
     admin = control_plane.kubeconfig
     kubectl(admin, "apply", "-f", str(CRD_FILE))
     wait_established(admin, "trainingpipelines.trainpipe.io")
-    apply(admin, [cluster_role(), cluster_role_binding({"kind": "User", "name": "trainpipe-operator"})])
+    workdir = tmp_path_factory.mktemp("operator")
+    # The operator runs as the Helm chart's ServiceAccount, with the chart's RBAC.
+    operator_kubeconfig = operator_as_chart_service_account(control_plane, workdir / "operator.kubeconfig")
     kuberay = install_kuberay_rayjob_crd(admin)
     token = base64.b64encode(ray_head.token.encode()).decode()
     apply(admin, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": TOKEN_SECRET, "namespace": "default"},
                   "data": {"token": token}})
-    workdir = tmp_path_factory.mktemp("operator")
-    return Cluster(admin, control_plane.operator_kubeconfig, ray_head.address, ray_head.token,
+    return Cluster(admin, operator_kubeconfig, ray_head.address, ray_head.token,
                    workdir / "artifacts", workdir, kuberay)
 
 
@@ -105,7 +109,7 @@ def wait_phase(cluster: Cluster, operator: OperatorProcess, name: str, phases: t
     return wait_for(f"{name} in {phases}", probe, timeout)
 
 
-def test_the_operator_user_has_least_privilege(cluster: Cluster) -> None:
+def test_the_operator_service_account_has_least_privilege(cluster: Cluster) -> None:
     def can(*args: str) -> str:
         return kubectl(cluster.operator_kubeconfig, "auth", "can-i", *args, check=False).stdout.strip()
 
@@ -157,8 +161,41 @@ def test_the_api_server_rejects_invalid_manifests_naming_the_field(cluster: Clus
     assert len(INVALID) >= 15
 
 
+@pytest.fixture
+def monitored_operator(cluster: Cluster, prometheus_factory: Any, tmp_path: Path) -> Iterator[Monitored]:
+    """The operator, with its training jobs serving trainpipe_* metrics, and a
+    real Prometheus scraping both under the job names the chart's alerts and
+    dashboard expect. A GPU exporter (the trainer's own telemetry code with a
+    fixed NVML reading: there is no GPU here) feeds the GPU panels."""
+    from trainpipe_trainer.engine.telemetry import TrainingTelemetry
+
+    trainer_port = free_port()
+    gpu = TrainingTelemetry({"pipeline": "digits", "phase": "baseline", "job": "digits-baseline"})
+    gpu.on_gpu(71.0, 3 * 2**30, "0")
+    gpu_port = gpu.serve(0, addr="127.0.0.1")
+    operator = OperatorProcess(cluster.operator_kubeconfig, cluster.artifact_root, tmp_path,
+                               trainer_metrics_port=trainer_port)
+    prometheus = prometheus_factory({"trainpipe-metrics": [f"127.0.0.1:{operator.metrics_port}"],
+                                     "trainpipe-trainers": [f"127.0.0.1:{trainer_port}"],
+                                     "gpu-node": [f"127.0.0.1:{gpu_port}"]})
+    operator.start()
+    try:
+        yield Monitored(operator, prometheus, time.time())
+    finally:
+        operator.stop()
+        gpu.close()
+
+
+@dataclass
+class Monitored:
+    operator: OperatorProcess
+    prometheus: Any
+    started: float
+
+
 def test_digits_example_on_ray_reaches_succeeded_with_status_matching_the_run_directory(
-        cluster: Cluster, operator: OperatorProcess) -> None:
+        cluster: Cluster, monitored_operator: Monitored) -> None:
+    operator = monitored_operator.operator
     manifest = yaml.safe_load((REPO / "examples" / "digits.yaml").read_text())
     manifest["spec"]["runtime"] = {"type": "ray", "ray": {"address": cluster.ray_address,
                                                           "tokenSecret": TOKEN_SECRET}}
@@ -202,6 +239,41 @@ def test_digits_example_on_ray_reaches_succeeded_with_status_matching_the_run_di
     metrics = operator.metrics()
     assert 'trainpipe_operator_pipelines{phase="Succeeded"} 1.0' in metrics
     assert "trainpipe_operator_job_submissions_total" in metrics
+
+    check_dashboard_and_alert_queries(monitored_operator)
+
+
+# Grafana's variables, as the dashboard would fill them for this run.
+DASHBOARD_VARIABLES = {"$__rate_interval": "30s", "$__range": "1h", "$pipeline": "digits",
+                       "$operator_job": "trainpipe-metrics"}
+
+
+def check_dashboard_and_alert_queries(monitored: Monitored) -> None:
+    """Every query of the chart's dashboard returns data for this run (as the
+    range query a panel makes), and every alert expression runs and selects
+    series that exist (an alert's full expression has data only when it fires;
+    promtool's rule tests cover firing)."""
+    from tests.chart_render import alert_rules, dashboard, dashboard_queries, metric_names, render
+
+    prometheus = monitored.prometheus
+    docs = render(release="trainpipe", sets={"metrics.prometheusRule.enabled": "true"})
+    # The trainer's last scrape can be a second behind the pipeline's end.
+    prometheus.wait_for('count(trainpipe_operator_pipelines{job="trainpipe-metrics"})', timeout=30)
+    start, end = monitored.started, time.time() + 5
+    empty = []
+    for title, expr in dashboard_queries(dashboard(docs)):
+        for name, value in DASHBOARD_VARIABLES.items():
+            expr = expr.replace(name, value)
+        assert "$" not in expr, f"{title}: unsubstituted variable in {expr}"
+        series = prometheus.query_range(expr, start, end)
+        finite = [v for s in series for _, v in s["values"] if v not in ("NaN", "+Inf", "-Inf")]
+        if not finite:
+            empty.append((title, expr))
+    assert not empty, f"dashboard queries without data after a run: {empty}"
+    for rule in alert_rules(docs):
+        prometheus.query_range(rule["expr"], start, end)  # valid PromQL for this server
+        for name in metric_names(rule["expr"]):
+            assert prometheus.query_range(f'count({{__name__="{name}"}})', start, end), (rule["alert"], name)
 
 
 def _baseline_running_with_an_epoch(cluster: Cluster, name: str) -> bool:

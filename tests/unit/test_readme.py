@@ -48,3 +48,16 @@ def test_the_two_commands_are_make_targets() -> None:
     assert "\nrun:" in makefile and "\ntest:" in makefile
     assert "trainpipe run examples/digits.yaml" in makefile
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_the_helm_values_table_is_generated_from_the_chart_schema() -> None:
+    from tests.chart_render import values_table
+
+    assert values_table() in README, "README's Helm values table is stale: paste tests.chart_render.values_table()"
+
+
+def test_the_readme_names_every_alert_the_chart_ships() -> None:
+    from tests.chart_render import alert_rules, render
+
+    for rule in alert_rules(render(sets={"metrics.prometheusRule.enabled": "true"})):
+        assert f"`{rule['alert']}`" in README, rule["alert"]

@@ -101,8 +101,11 @@ def run_job(
         torch.manual_seed(config.seed + ctx.rank)  # per-rank dropout streams after identical init
         if ctx.is_main and telemetry is None and config.metrics_port is not None:
             telemetry = TrainingTelemetry(labels={"job": config.name, **config.labels})
-            port = telemetry.serve(config.metrics_port)
-            log.info("Serving trainpipe_* metrics on port %d", port)
+            try:
+                port = telemetry.serve(config.metrics_port)
+                log.info("Serving trainpipe_* metrics on port %d", port)
+            except OSError as exc:  # another job on this node holds the port: train anyway
+                log.warning("Not serving trainpipe_* metrics: port %d: %s", config.metrics_port, exc)
         if ctx.is_main and ctx.device.type == "cuda":
             monitor = _start_gpu_monitor(ctx, telemetry)
         def after_epoch(record: EpochRecord) -> None:

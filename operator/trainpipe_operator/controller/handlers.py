@@ -10,6 +10,7 @@ nothing to do, and delegates to the Reconciler.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import kopf
@@ -21,6 +22,7 @@ from trainpipe_operator.pipeline import machine
 GROUP, VERSION, PLURAL = "trainpipe.io", "v1alpha1", "trainingpipelines"
 log = logging.getLogger("trainpipe.operator")
 
+RECONCILE_WORKERS = 1
 RECONCILER: Reconciler | None = None  # set by main.run_operator before kopf starts
 
 
@@ -33,7 +35,11 @@ def _reconciler() -> Reconciler:
 def _apply(result: TickResult, body: Any, patch: kopf.Patch) -> None:
     # No nulls: in a merge patch null means "delete", and the stored status
     # would then differ from what was sent (absent fields read back as defaults).
-    patch.status.update(result.status.model_dump(mode="json", by_alias=True, exclude_none=True))
+    status = result.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # An unchanged status is not written: every write is a new resourceVersion
+    # and a watch event for every client, once per pipeline per poll.
+    if status != dict(body.get("status") or {}):
+        patch.status.update(status)
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
@@ -49,19 +55,40 @@ def _tick(body: Any, patch: kopf.Patch) -> None:
     _apply(result, body, patch)
 
 
-def start(body: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
+async def start(body: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
     """A new pipeline gets a status at once (Pending, accepted); the timer
     does the work, so creating many pipelines never queues behind training
-    logic. A resumed one (operator restart) is left to the timer too."""
-    if (status or {}).get("phase"):
+    logic. A resumed one (operator restart) is left to the timer too, but
+    counted in the metrics now: a finished one has no timer.
+
+    Async on purpose: kopf runs sync handlers in a small thread pool, where
+    this cheap write would wait behind other pipelines' reconciles."""
+    key = f"{meta.get('namespace')}/{meta.get('name')}"
+    phase = (status or {}).get("phase")
+    if phase:
+        decisions = (status or {}).get("decisions") or []
+        entered = decisions[-1].get("time") if decisions else (status or {}).get("startedAt")
+        METRICS.set_phase(key, phase, _timestamp(entered))
         return
     patch.status.update({"phase": "Pending", "message": "accepted; waiting for the first reconcile",
                          "observedGeneration": meta.get("generation")})
-    METRICS.set_phase(f"{meta.get('namespace')}/{meta.get('name')}", "Pending")
+    METRICS.set_phase(key, "Pending")
+
+
+def _timestamp(text: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(text).timestamp() if text else None
+    except ValueError:
+        return None
+
+
+def running(status: Any, **_: Any) -> bool:
+    """The poll timer's filter: kopf stops the timer of a finished pipeline."""
+    return (status or {}).get("phase") not in machine.TERMINAL
 
 
 def poll(body: Any, status: Any, patch: kopf.Patch, **_: Any) -> None:
-    if (status or {}).get("phase") in machine.TERMINAL:
+    if not running(status):
         return
     _tick(body, patch)
 
@@ -84,8 +111,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="trainpipe.io", key="last-handled-configuration")
     settings.persistence.finalizer = "trainpipe.io/finalizer"
-    settings.posting.level = logging.INFO
+    # Our Events (phase changes, gate results) are posted explicitly; kopf's
+    # own "Handler succeeded" lines would add an Event per pipeline per poll.
+    settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 60
+    # Reconciles are mostly CPU (gates, reports) under the GIL: more threads
+    # would only take time from the event loop that writes the first status
+    # of new pipelines and answers the liveness probe.
+    settings.execution.max_workers = RECONCILE_WORKERS
 
 
 def register(poll_seconds: float, registry: kopf.OperatorRegistry | None = None) -> kopf.OperatorRegistry:
@@ -95,6 +128,7 @@ def register(poll_seconds: float, registry: kopf.OperatorRegistry | None = None)
     kopf.on.login(registry=registry)(login)
     kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)(start)
     kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)(start)
-    kopf.timer(GROUP, VERSION, PLURAL, interval=poll_seconds, initial_delay=0.5, registry=registry)(poll)
+    kopf.timer(GROUP, VERSION, PLURAL, interval=poll_seconds, initial_delay=0.5, when=running,
+               registry=registry)(poll)
     kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)(stop)
     return registry

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from trainpipe_operator.spec.status import PHASES
+
+#: Gate names as the ``gate`` label carries them (the status's gate keys without the iteration).
+GATES = ("planning", "baseline", "diagnostics", "optimization", "finalization")
+RUNTIMES = ("local", "ray", "rayjob")
 
 
 class OperatorMetrics:
@@ -28,23 +33,45 @@ class OperatorMetrics:
                                         ["kind"], registry=r)
         self.reconcile_seconds = Histogram("trainpipe_operator_reconcile_seconds", "Seconds per reconcile.",
                                            registry=r)
+        self.phase_entered = Gauge(
+            "trainpipe_operator_pipeline_phase_entered_timestamp_seconds",
+            "Unix time each pipeline entered the phase it is in (one series per pipeline).",
+            ["namespace", "pipeline", "phase"], registry=r)
         self._phase_of: dict[str, str] = {}
         self._lock = threading.Lock()
+        # Every known label value exists at 0 from the start, so that rate(),
+        # increase() and the dashboard see a series before the first event.
         for phase in PHASES:
             self.pipelines.labels(phase).set(0)
+        for gate in GATES:
+            for result in ("passed", "failed"):
+                self.gate_results.labels(gate, result)
+        for runtime in RUNTIMES:
+            self.submissions.labels(runtime)
+            self.resubmissions.labels(runtime)
 
-    def set_phase(self, key: str, phase: str | None) -> None:
-        """Track one pipeline's phase (None: it is gone)."""
+    def set_phase(self, key: str, phase: str | None, since: float | None = None) -> None:
+        """Track one pipeline's phase (None: it is gone); ``key`` is
+        ``namespace/name``, ``since`` the Unix time it entered the phase."""
+        namespace, _, name = key.partition("/")
         with self._lock:
+            old = self._phase_of.get(key)
+            if old is not None and old != phase:
+                self.phase_entered.remove(namespace, name, old)
             if phase is None:
                 self._phase_of.pop(key, None)
             else:
                 self._phase_of[key] = phase
+                if old != phase or since is not None:
+                    self.phase_entered.labels(namespace, name, phase).set(since if since is not None else time.time())
             counts = {p: 0 for p in PHASES}
             for value in self._phase_of.values():
                 counts[value] = counts.get(value, 0) + 1
             for p, n in counts.items():
                 self.pipelines.labels(p).set(n)
+
+    def gate_evaluated(self, gate: str, passed: bool) -> None:
+        self.gate_results.labels(gate, "passed" if passed else "failed").inc()
 
     def submitted(self, runtime: str, submission_id: str) -> None:
         self.submissions.labels(runtime).inc()

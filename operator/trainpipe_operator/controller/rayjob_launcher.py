@@ -33,7 +33,8 @@ class RayJobLauncher:
     """Never blocks: a job that is not finished raises ``JobPending``."""
 
     def __init__(self, api: Any, namespace: str, owner: dict[str, str], image: str, resources: ResourcesSpec,
-                 claim: str, artifact_root: Path, on_submit: Callable[[str], None] | None = None) -> None:
+                 claim: str, artifact_root: Path, on_submit: Callable[[str], None] | None = None,
+                 metrics_port: int | None = None) -> None:
         self.api = api  # kubernetes.client.CustomObjectsApi
         self.namespace = namespace
         self.owner = owner
@@ -41,6 +42,7 @@ class RayJobLauncher:
         self.resources = resources
         self.storage = {"claimName": claim, "mountPath": str(artifact_root)}
         self.on_submit = on_submit
+        self.metrics_port = metrics_port
 
     def run(self, job_file: Path, run_dir: Path, submission_id: str) -> JobOutcome:
         from kubernetes.client.exceptions import ApiException
@@ -52,7 +54,7 @@ class RayJobLauncher:
             if exc.status != 404:
                 raise
             body = build_rayjob(name, self.namespace, self.owner, self.image, str(job_file), self.resources,
-                                self.storage, service_account=None)
+                                self.storage, service_account=None, metrics_port=self.metrics_port)
             self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
             log.info("created RayJob %s/%s for %s", self.namespace, name, submission_id)
             if self.on_submit is not None:

@@ -93,7 +93,8 @@ class Reconciler:
             status.conditions = build_conditions(status, meta.get("generation"), now)
             return TickResult(status, [Event("Warning", "InvalidRuntime", str(exc)[:1000])])
         runner = LocalRunner(pipeline, run_dir, launcher, pipeline.spec.runtime.type,
-                             resubmit_interrupted=True, gpu_source=self._gpu_source(pipeline))
+                             resubmit_interrupted=True, gpu_source=self._gpu_source(pipeline),
+                             metrics_port=self.settings.trainer_metrics_port or None)
         waiting = None
         try:
             if status.phase == "AwaitingApproval":
@@ -142,7 +143,8 @@ class Reconciler:
                      "uid": meta.uid or ""}
             return KubeRayLauncher(self.custom_api, meta.namespace or "default", owner, self.settings.rayjob_image,
                                    pipeline.spec.resources, self.settings.artifact_claim, self.settings.artifact_root,
-                                   on_submit=lambda sid: self.metrics.submitted("rayjob", sid))
+                                   on_submit=lambda sid: self.metrics.submitted("rayjob", sid),
+                                   metrics_port=self.settings.trainer_metrics_port or None)
         if runtime.type == "local":
             raise ValueError("spec.runtime.type: 'local' runs with `trainpipe run` on one machine; "
                              "the operator launches 'ray' (Ray Job API) or 'rayjob' (KubeRay)")
@@ -196,12 +198,12 @@ class Reconciler:
         return events
 
     def _count(self, before: PipelineStatus, after: PipelineStatus, key: str) -> None:
-        self.metrics.set_phase(key, after.phase)
+        entered = after.decisions[-1].time if after.decisions else after.started_at
+        self.metrics.set_phase(key, after.phase, _parse(entered).timestamp() if entered else None)
         for gkey, gate in after.gates.items():
             old = before.gates.get(gkey)
             if old is None or old.evaluated_at != gate.evaluated_at:
-                for check in gate.checks:
-                    self.metrics.gate_results.labels(gkey.split(".")[0], check.result).inc()
+                self.metrics.gate_evaluated(gkey.split(".")[0], gate.passed)
         times = [before.started_at] + [d.time for d in before.decisions]
         for decision in after.decisions[len(before.decisions):]:
             previous = _parse(times[-1]) if times[-1] else None

@@ -51,5 +51,12 @@ class OperatorSettings:
     artifact_claim: str = field(default_factory=lambda: os.environ.get("TRAINPIPE_ARTIFACT_CLAIM", "trainpipe-artifacts"))
     """The PersistentVolumeClaim holding ``artifact_root``, mounted into RayJob pods."""
 
+    trainer_metrics_port: int = field(default_factory=lambda: int(os.environ.get(
+        "TRAINPIPE_TRAINER_METRICS_PORT", "0")))
+    """Port on which each training job's rank 0 serves ``trainpipe_*`` metrics
+    (0: off). RayJob worker pods declare it as the container port ``metrics``
+    (the chart's PodMonitor scrapes it); on a shared Ray cluster, a job that
+    finds the port taken trains on without metrics."""
+
     def run_dir(self, namespace: str, name: str, uid: str) -> Path:
         return self.artifact_root / namespace / f"{name}-{uid[:8]}"

@@ -249,21 +249,37 @@ class ControlPlane:
         )
 
     def _write_kubeconfigs(self) -> None:
+        for path, user, token in ((self.kubeconfig, ADMIN_USER, self.admin_token),
+                                  (self.operator_kubeconfig, OPERATOR_USER, self.operator_token)):
+            self._write_kubeconfig(path, user, token)
+
+    def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
         ca = self.ca_file
         cluster: dict[str, Any] = {"server": self.url}
         if ca is not None:
             cluster["certificate-authority"] = str(ca)
         else:
             cluster["insecure-skip-tls-verify"] = True
-        for path, user, token in ((self.kubeconfig, ADMIN_USER, self.admin_token),
-                                  (self.operator_kubeconfig, OPERATOR_USER, self.operator_token)):
-            doc = {
-                "apiVersion": "v1", "kind": "Config",
-                "clusters": [{"name": "trainpipe-dev", "cluster": cluster}],
-                "users": [{"name": user, "user": {"token": token}}],
-                "contexts": [{"name": user, "context": {"cluster": "trainpipe-dev", "user": user}}],
-                "current-context": user,
-                "preferences": {},
-            }
-            path.write_text(yaml.safe_dump(doc, sort_keys=False))
-            path.chmod(0o600)
+        doc = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "trainpipe-dev", "cluster": cluster}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": user, "context": {"cluster": "trainpipe-dev", "user": user}}],
+            "current-context": user,
+            "preferences": {},
+        }
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        path.chmod(0o600)
+
+    def service_account_kubeconfig(self, namespace: str, name: str, path: Path, duration: str = "4h") -> Path:
+        """A kubeconfig that authenticates as ServiceAccount ``namespace/name``
+        with a token from the TokenRequest API: what a pod running as that
+        ServiceAccount (the Helm chart's operator) presents. The
+        ServiceAccount must exist."""
+        result = subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), "create", "token", name, "-n", namespace,
+             f"--duration={duration}"], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise RuntimeError(f"no token for ServiceAccount {namespace}/{name}: {result.stderr.strip()}")
+        self._write_kubeconfig(path, f"system:serviceaccount:{namespace}:{name}", result.stdout.strip())
+        return path

@@ -140,6 +140,16 @@ class PrometheusServer:
             return [{"metric": {}, "value": result}]
         return list(result)
 
+    def query_range(self, expr: str, start: float, end: float, step: float = 5.0) -> list[dict[str, Any]]:
+        """Run a range query (what a dashboard panel runs); returns ``data.result``
+        (a matrix: [{metric, values: [[t, "v"], ...]}])."""
+        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+        status, body = self._get("/api/v1/query_range?" + urllib.parse.urlencode(params))
+        answer = json.loads(body)
+        if status != 200 or answer.get("status") != "success":
+            raise RuntimeError(f"range query {expr!r} failed ({status}): {answer.get('error', answer)}")
+        return list(answer["data"]["result"])
+
     def wait_for(self, expr: str, predicate: Callable[[list[dict[str, Any]]], bool] = bool,
                  timeout: float = 30.0, interval: float = 0.25) -> list[dict[str, Any]]:
         """Query ``expr`` until ``predicate(result)`` holds; return that result or raise TimeoutError."""

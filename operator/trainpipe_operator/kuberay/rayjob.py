@@ -172,6 +172,7 @@ def build_rayjob(
     run_as_user: int = TRAINER_UID,
     image_pull_policy: str = "IfNotPresent",
     ray_version: str | None = None,
+    metrics_port: int | None = None,
 ) -> dict:
     """The ``ray.io/v1`` RayJob running ``python -m trainpipe_trainer.run
     --config <job_file>`` on a Ray cluster made for it.
@@ -203,6 +204,9 @@ def build_rayjob(
         run_as_user: uid/gid/fsGroup of every pod (the trainer image's user).
         image_pull_policy: of every container.
         ray_version: ``rayClusterSpec.rayVersion`` when given.
+        metrics_port: the port rank 0 serves ``trainpipe_*`` metrics on,
+            declared on the worker container as the port named ``metrics``
+            (what the chart's PodMonitor scrapes); None: none declared.
 
     Raises:
         ValueError: a name KubeRay would refuse, an incomplete owner or storage.
@@ -236,6 +240,7 @@ def build_rayjob(
         "image": image,
         "imagePullPolicy": image_pull_policy,
         "resources": _resources(cpu_quantity(resources.cpus_per_worker), resources.memory, gpus),
+        **({"ports": [{"name": "metrics", "containerPort": metrics_port}]} if metrics_port else {}),
         "volumeMounts": _mounts(mount_path, sub_path),
         "securityContext": _container_security(),
     }

@@ -162,8 +162,16 @@ def _path(parts: Any) -> str:
     return out or "<root>"
 
 
+@functools.cache
+def _crd_kind(path: str) -> str:
+    import yaml
+
+    return str(yaml.safe_load(Path(path).read_text(encoding="utf-8"))["spec"]["names"]["kind"])
+
+
 def validate_against_kuberay(obj: dict, crd_path: str | Path | None = None) -> list[str]:
-    """Problems with ``obj`` as a ``ray.io/v1`` RayJob, each ``path: message``
+    """Problems with ``obj`` as a ``ray.io/v1`` RayJob (or, given
+    ``ray.io_rayclusters.yaml``, a RayCluster), each ``path: message``
     (``spec.rayClusterSpec.workerGroupSpecs[0].replicas: 'two' is not of type
     'integer'``); an empty list: it validates.
 
@@ -178,8 +186,9 @@ def validate_against_kuberay(obj: dict, crd_path: str | Path | None = None) -> l
     problems: list[str] = []
     if obj.get("apiVersion") != "ray.io/v1":
         problems.append(f"apiVersion: expected 'ray.io/v1', got {obj.get('apiVersion')!r}")
-    if obj.get("kind") != "RayJob":
-        problems.append(f"kind: expected 'RayJob', got {obj.get('kind')!r}")
+    kind = _crd_kind(str(path.resolve()))
+    if obj.get("kind") != kind:
+        problems.append(f"kind: expected {kind!r}, got {obj.get('kind')!r}")
     validator = _validator(str(path.resolve()))
     errors = sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path])
     problems.extend(f"{_path(e.absolute_path)}: {e.message}" for e in errors)

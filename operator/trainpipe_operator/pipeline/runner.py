@@ -76,7 +76,8 @@ class JobFailedToStart(Exception):
 class LocalRunner:
     def __init__(self, pipeline: TrainingPipeline, run_dir: Path, launcher: Launcher, runtime: str,
                  progress: Progress | None = None, resubmit_interrupted: bool = False,
-                 gpu_source: Callable[[Evidence], GpuMeasurement] | None = None) -> None:
+                 gpu_source: Callable[[Evidence], GpuMeasurement] | None = None,
+                 metrics_port: int | None = None) -> None:
         self.pipeline = pipeline
         self.spec = pipeline.spec
         self.name = pipeline.metadata.name
@@ -90,6 +91,8 @@ class LocalRunner:
         # Where GPU utilization comes from: Prometheus in the operator; the
         # job's own NVML mean (evidence.json) for `trainpipe run`.
         self.gpu_source = gpu_source
+        # Training jobs serve trainpipe_* metrics here (the operator's setting).
+        self.metrics_port = metrics_port
 
     # ------------------------------------------------------------------ loop
     def run(self) -> PipelineStatus:
@@ -369,6 +372,8 @@ class LocalRunner:
             JobPending: an asynchronous launcher's job is still running.
         """
         job_file = job_file or out / "job_request.yaml"
+        if self.metrics_port and job.action == "train":
+            job = job.model_copy(update={"metrics_port": self.metrics_port})
         rundir.write_text(job_file, job.to_yaml())
         if not self.resubmit_interrupted and status.job.phase == phase and status.job.state == "INTERRUPTED":
             attempt = max(attempt, status.job.attempt + 1)  # a new submission after an interruption

@@ -1,0 +1,71 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "trainpipe.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "trainpipe.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "trainpipe.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "trainpipe.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "trainpipe.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "trainpipe.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: trainpipe
+{{- end -}}
+
+{{- define "trainpipe.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "trainpipe.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "trainpipe.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "trainpipe.trainerImage" -}}
+{{- printf "%s:%s" .Values.trainer.image.repository (default .Chart.AppVersion .Values.trainer.image.tag) -}}
+{{- end -}}
+
+{{- define "trainpipe.artifactClaim" -}}
+{{- default (printf "%s-artifacts" (include "trainpipe.fullname" .)) .Values.artifacts.claimName -}}
+{{- end -}}
+
+{{/* The metrics Service's name: also the scrape job name a ServiceMonitor gives. */}}
+{{- define "trainpipe.metricsService" -}}
+{{- printf "%s-metrics" (include "trainpipe.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The operator's RBAC rules: files/operator-rules.yaml, a copy of the
+operator package's deploy/operator-rules.yaml kept equal by a test. */}}
+{{- define "trainpipe.rules.namespaced" -}}
+{{- (.Files.Get "files/operator-rules.yaml" | fromYaml).namespaced | toYaml -}}
+{{- end -}}
+{{- define "trainpipe.rules.cluster" -}}
+{{- (.Files.Get "files/operator-rules.yaml" | fromYaml).cluster | toYaml -}}
+{{- end -}}
+
+{{- define "trainpipe.validate" -}}
+{{- if and (eq .Values.rbac.scope "namespaced") (empty .Values.watchNamespaces) -}}
+{{- fail "rbac.scope is namespaced, so watchNamespaces must list at least one namespace to watch" -}}
+{{- end -}}
+{{- end -}}

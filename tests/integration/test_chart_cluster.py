@@ -1,0 +1,117 @@
+"""The rendered Helm chart against the real API server: every object passes
+a server-side dry run, the CRD, RBAC, ServiceAccount, Deployment, Service and
+dashboard ConfigMap are really applied, and the chart's RBAC grants exactly
+what the operator needs, in both modes. (test_operator.py runs the operator
+itself as the chart's ServiceAccount.)
+
+Not applied here: ServiceMonitor, PodMonitor and PrometheusRule (the
+prometheus-operator's CRDs are not installed; promtool checks the rules in
+tests/unit/test_chart.py) and RayCluster (KubeRay's CRD does not install on
+this API server; it is checked against KubeRay's schema there too)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart_render import CHART, by_kind, one, render
+
+from .operator_harness import kubectl, wait_established
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "chart-test"
+NOT_SERVED_HERE = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "RayCluster"}
+
+
+def ensure_namespace(admin: Path, name: str) -> None:
+    kubectl(admin, "create", "namespace", name, check=False)
+
+
+def applied(admin: Path, docs: list[dict[str, Any]], *extra: str) -> str:
+    return kubectl(admin, "apply", *extra, "-f", "-", input=yaml.safe_dump_all(docs)).stdout
+
+
+@pytest.fixture(scope="module")
+def admin(control_plane: Any) -> Path:
+    return Path(control_plane.kubeconfig)
+
+
+def test_the_chart_applies_to_a_real_api_server(admin: Path) -> None:
+    ensure_namespace(admin, NAMESPACE)
+    docs = render(CHART / "ci" / "monitoring-values.yaml", release="chartrel", namespace=NAMESPACE,
+                  include_crds=True)
+    (crd,) = by_kind(docs, "CustomResourceDefinition")
+    applied(admin, [crd])
+    wait_established(admin, crd["metadata"]["name"])
+    ensure_namespace(admin, "monitoring")  # the dashboard ConfigMap's namespace in this scenario
+    served = [d for d in docs if d["kind"] not in NOT_SERVED_HERE | {"CustomResourceDefinition"}]
+    assert {d["kind"] for d in served} >= {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",
+                                          "Service", "ConfigMap"}
+    dry = applied(admin, served, "--dry-run=server")
+    assert dry.count("(server dry run)") == len(served), dry
+    applied(admin, served)
+    for doc in served:
+        meta = doc["metadata"]
+        args = ["get", doc["kind"].lower(), meta["name"], "-o", "json"]
+        if "namespace" in meta:
+            args += ["-n", meta["namespace"]]
+        stored = json.loads(kubectl(admin, *args).stdout)
+        assert stored["metadata"]["labels"]["app.kubernetes.io/instance"] == "chartrel"
+    deployment = json.loads(kubectl(admin, "get", "deployment", "chartrel-trainpipe", "-n", NAMESPACE,
+                                    "-o", "json").stdout)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    dashboard = json.loads(kubectl(admin, "get", "configmap", "chartrel-trainpipe-dashboard", "-n", "monitoring",
+                                   "-o", "json").stdout)
+    board = json.loads(dashboard["data"]["trainpipe.json"])
+    assert board["uid"] == "trainpipe-overview"  # stored as rendered: still JSON, legends intact
+
+
+def test_the_api_server_refuses_a_chart_object_with_a_wrong_field(admin: Path) -> None:
+    """The server-side dry run above can fail: a mangled Deployment is refused."""
+    ensure_namespace(admin, NAMESPACE)
+    deployment = one(render(release="badrel", namespace=NAMESPACE), "Deployment")
+    deployment["spec"]["replicas"] = "one"
+    result = kubectl(admin, "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(deployment), check=False)
+    assert result.returncode != 0 and "replicas" in result.stderr, result.stderr
+
+
+def can(admin: Path, service_account: str, *args: str) -> str:
+    return kubectl(admin, "auth", "can-i", *args, "--as", service_account, check=False).stdout.strip()
+
+
+def test_cluster_mode_rbac_is_least_privilege_for_the_charts_service_account(admin: Path) -> None:
+    ensure_namespace(admin, NAMESPACE)
+    docs = render(release="rbacrel", namespace=NAMESPACE)
+    applied(admin, [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")])
+    sa = f"system:serviceaccount:{NAMESPACE}:rbacrel-trainpipe"
+    assert can(admin, sa, "patch", "trainingpipelines.trainpipe.io/status", "-n", "anywhere") == "yes"
+    assert can(admin, sa, "watch", "trainingpipelines.trainpipe.io", "--all-namespaces") == "yes"
+    assert can(admin, sa, "create", "events", "-n", "anywhere") == "yes"
+    assert can(admin, sa, "get", "secrets/ray-token", "-n", "anywhere") == "yes"
+    assert can(admin, sa, "list", "secrets", "--all-namespaces") == "no"
+    assert can(admin, sa, "delete", "trainingpipelines.trainpipe.io", "-n", "anywhere") == "no"
+    assert can(admin, sa, "create", "pods", "-n", "anywhere") == "no"
+
+
+def test_namespaced_mode_grants_only_the_watched_namespaces(admin: Path) -> None:
+    ensure_namespace(admin, NAMESPACE)
+    for name in ("team-a", "team-b"):
+        ensure_namespace(admin, name)
+    docs = render(CHART / "ci" / "namespaced-values.yaml", release="nsrel", namespace=NAMESPACE)
+    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                                             "RoleBinding")]
+    applied(admin, rbac)
+    sa = f"system:serviceaccount:{NAMESPACE}:nsrel-trainpipe"
+    for name in ("team-a", "team-b"):
+        assert can(admin, sa, "patch", "trainingpipelines.trainpipe.io/status", "-n", name) == "yes"
+        assert can(admin, sa, "get", "secrets/ray-token", "-n", name) == "yes"
+    assert can(admin, sa, "patch", "trainingpipelines.trainpipe.io/status", "-n", "default") == "no"
+    assert can(admin, sa, "list", "trainingpipelines.trainpipe.io", "--all-namespaces") == "no"
+    assert can(admin, sa, "get", "secrets/ray-token", "-n", "default") == "no"
+    assert can(admin, sa, "watch", "customresourcedefinitions.apiextensions.k8s.io") == "yes"
