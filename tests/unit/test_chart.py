@@ -393,3 +393,23 @@ def test_notes_say_how_to_apply_the_example_and_watch_it() -> None:
     result = helm("install", "trainpipe", str(CHART), "--dry-run=client", "--namespace", "ml")
     assert "kubectl apply -n ml -f examples/digits.yaml" in result.stdout
     assert "kubectl get tp -n ml -w" in result.stdout
+
+
+def test_every_operator_series_the_alerts_read_exists_before_the_first_event() -> None:
+    """increase() and the live dashboard check need the series at 0 from the start."""
+    samples = {s.name + str(sorted(s.labels.items())) for f in OperatorMetrics().registry.collect() for s in f.samples}
+    for needle in ("trainpipe_operator_reconcile_errors_total[('kind', 'other')]",
+                   "trainpipe_operator_job_resubmissions_total[('runtime', 'rayjob')]",
+                   "trainpipe_operator_gate_results_total[('gate', 'baseline'), ('result', 'failed')]",
+                   "trainpipe_operator_phase_duration_seconds_count[('phase', 'Baseline')]"):
+        assert needle in samples, needle
+
+
+def test_errors_are_labelled_by_where_they_came_from() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    from trainpipe_operator.controller.metrics import error_kind
+
+    assert error_kind(ApiException(status=500)) == "kubernetes"
+    assert error_kind(FileNotFoundError("evidence.json")) == "storage"
+    assert error_kind(ValueError("x")) == "other"

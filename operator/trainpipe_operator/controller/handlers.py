@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from trainpipe_operator.controller.metrics import METRICS
+from trainpipe_operator.controller.metrics import METRICS, error_kind
 from trainpipe_operator.controller.reconcile import Reconciler, TickResult
 from trainpipe_operator.pipeline import machine
 
@@ -49,7 +49,7 @@ def _tick(body: Any, patch: kopf.Patch) -> None:
         try:
             result = _reconciler().reconcile(dict(body))
         except Exception as exc:
-            METRICS.reconcile_errors.labels(type(exc).__name__).inc()
+            METRICS.reconcile_errors.labels(error_kind(exc)).inc()
             # "Not yet" (an API hiccup, a Secret not created yet): kopf retries.
             raise kopf.TemporaryError(f"reconcile failed: {type(exc).__name__}: {exc}", delay=10) from exc
     _apply(result, body, patch)

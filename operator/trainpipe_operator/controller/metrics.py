@@ -12,6 +12,20 @@ from trainpipe_operator.spec.status import PHASES
 #: Gate names as the ``gate`` label carries them (the status's gate keys without the iteration).
 GATES = ("planning", "baseline", "diagnostics", "optimization", "finalization")
 RUNTIMES = ("local", "ray", "rayjob")
+#: The ``kind`` label of reconcile errors: where the error came from.
+ERROR_KINDS = ("kubernetes", "ray", "storage", "other")
+
+
+def error_kind(exc: BaseException) -> str:
+    """A fixed, small label value for an exception (its type goes to the log)."""
+    module = type(exc).__module__ or ""
+    if module.startswith(("kubernetes", "urllib3")):
+        return "kubernetes"
+    if module.startswith("ray"):
+        return "ray"
+    if isinstance(exc, OSError):
+        return "storage"
+    return "other"
 
 
 class OperatorMetrics:
@@ -29,7 +43,7 @@ class OperatorMetrics:
         self.resubmissions = Counter("trainpipe_operator_job_resubmissions_total",
                                      "Jobs submitted again (attempt > 1) after a failure or a stop.", ["runtime"],
                                      registry=r)
-        self.reconcile_errors = Counter("trainpipe_operator_reconcile_errors_total", "Reconciles that raised.",
+        self.reconcile_errors = Counter("trainpipe_operator_reconcile_errors_total", "Reconciles that raised, by where the error came from (kubernetes, ray, storage, other).",
                                         ["kind"], registry=r)
         self.reconcile_seconds = Histogram("trainpipe_operator_reconcile_seconds", "Seconds per reconcile.",
                                            registry=r)
@@ -43,9 +57,12 @@ class OperatorMetrics:
         # increase() and the dashboard see a series before the first event.
         for phase in PHASES:
             self.pipelines.labels(phase).set(0)
+            self.phase_seconds.labels(phase)
         for gate in GATES:
             for result in ("passed", "failed"):
                 self.gate_results.labels(gate, result)
+        for kind in ERROR_KINDS:
+            self.reconcile_errors.labels(kind)
         for runtime in RUNTIMES:
             self.submissions.labels(runtime)
             self.resubmissions.labels(runtime)
