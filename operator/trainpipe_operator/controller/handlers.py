@@ -4,7 +4,8 @@ nothing to do, and delegates to the Reconciler.
 - a timer per TrainingPipeline reconciles it every ``poll_seconds`` (jobs
   are polled by the timer, never by a loop);
 - a finalizer (kopf's, on the delete handler) stops the running job first;
-- a new or resumed object is reconciled at once.
+- a new object gets its first status on the first event (with kopf's
+  finalizer); a resumed one is counted in the metrics at once.
 """
 
 from __future__ import annotations
@@ -55,14 +56,28 @@ def _tick(body: Any, patch: kopf.Patch) -> None:
     _apply(result, body, patch)
 
 
-async def start(body: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
-    """A new pipeline gets a status at once (Pending, accepted); the timer
-    does the work, so creating many pipelines never queues behind training
-    logic. A resumed one (operator restart) is left to the timer too, but
-    counted in the metrics now: a finished one has no timer.
+def _accepted(meta: Any) -> dict[str, Any]:
+    return {"phase": "Pending", "message": "accepted; waiting for the first reconcile",
+            "observedGeneration": meta.get("generation")}
 
-    Async on purpose: kopf runs sync handlers in a small thread pool, where
-    this cheap write would wait behind other pipelines' reconciles."""
+
+async def accept(status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
+    """The first status of a new pipeline (Pending, accepted), written on the
+    very first event: kopf sends this patch together with its finalizer,
+    where a creation handler would wait for the finalizer's round trip.
+    Async, so it never queues behind reconciles in kopf's thread pool; the
+    timer does the work."""
+    if (status or {}).get("phase") or meta.get("deletionTimestamp"):
+        return
+    patch.status.update(_accepted(meta))
+    METRICS.set_phase(f"{meta.get('namespace')}/{meta.get('name')}", "Pending")
+
+
+async def start(status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
+    """Creation and resumption (an operator restart): count a pipeline that
+    already has a phase in the metrics now (a finished one has no timer);
+    give one that has none its first status (should ``accept`` have failed:
+    kopf ignores errors in event handlers)."""
     key = f"{meta.get('namespace')}/{meta.get('name')}"
     phase = (status or {}).get("phase")
     if phase:
@@ -70,8 +85,7 @@ async def start(body: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) 
         entered = decisions[-1].get("time") if decisions else (status or {}).get("startedAt")
         METRICS.set_phase(key, phase, _timestamp(entered))
         return
-    patch.status.update({"phase": "Pending", "message": "accepted; waiting for the first reconcile",
-                         "observedGeneration": meta.get("generation")})
+    patch.status.update(_accepted(meta))
     METRICS.set_phase(key, "Pending")
 
 
@@ -126,6 +140,7 @@ def register(poll_seconds: float, registry: kopf.OperatorRegistry | None = None)
     registry = registry or kopf.get_default_registry()
     kopf.on.startup(registry=registry)(configure)
     kopf.on.login(registry=registry)(login)
+    kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)(accept)
     kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)(start)
     kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)(start)
     kopf.timer(GROUP, VERSION, PLURAL, interval=poll_seconds, initial_delay=0.5, when=running,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from pathlib import Path
 
 from trainpipe_operator.controller import handlers
@@ -26,12 +27,19 @@ def _kubernetes_clients(kubeconfig: Path | None) -> tuple[object, object]:
     return client.CoreV1Api(), client.CustomObjectsApi()
 
 
+SWITCH_INTERVAL_S = 0.0005
+
+
 def run_operator(settings: OperatorSettings, kubeconfig: Path | None = None, json_logs: bool = True) -> int:
     import kopf
 
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's own login reads it
     settings.artifact_root.mkdir(parents=True, exist_ok=True)
+    # The event loop (watch events, first statuses, liveness) shares the GIL
+    # with the reconcile thread; at the default 5 ms switch interval, every
+    # time the loop wakes from I/O it can wait that long behind a reconcile.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     core, custom = _kubernetes_clients(kubeconfig)
     handlers.RECONCILER = Reconciler(settings, core, custom)
     registry = handlers.register(settings.poll_seconds)
