@@ -184,14 +184,16 @@ def test_raycluster_scenario_requests_gpus_and_points_the_operator_at_it() -> No
 
 
 def test_the_raycluster_matches_kuberays_own_schema() -> None:
-    import os
+    from trainpipe_operator.kuberay.schema import (
+        crd_missing_reason,
+        kuberay_crd_path,
+        validate_against_kuberay,
+    )
 
-    from trainpipe_operator.kuberay.schema import CRD_ENV, DEFAULT_CRD_DIR, validate_against_kuberay
-
-    base = Path(os.environ.get(CRD_ENV) or DEFAULT_CRD_DIR)
-    crd = (base.parent if base.suffix == ".yaml" else base) / "ray.io_rayclusters.yaml"
-    if not crd.exists():
-        pytest.skip(f"KubeRay's RayCluster CRD not found at {crd} (set {CRD_ENV} to the kuberay-crds folder)")
+    rayjobs = kuberay_crd_path()
+    crd = rayjobs.parent / "ray.io_rayclusters.yaml" if rayjobs else None
+    if crd is None or not crd.is_file():
+        pytest.skip(f"KubeRay's RayCluster CRD is not beside its RayJob CRD: {crd_missing_reason()}")
     cluster = one(render(scenario("raycluster")), "RayCluster")
     assert validate_against_kuberay(cluster, crd) == []
     cluster["spec"]["workerGroupSpecs"][0]["replicaz"] = 1

@@ -11,13 +11,17 @@ nothing to do, and delegates to the Reconciler.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 import kopf
 
 from trainpipe_operator.controller.metrics import METRICS, error_kind
-from trainpipe_operator.controller.reconcile import Reconciler, TickResult
+from trainpipe_operator.controller.reconcile import (
+    Reconciler,
+    TickResult,
+    phase_entered_at,
+    read_status,
+)
 from trainpipe_operator.pipeline import machine
 
 GROUP, VERSION, PLURAL = "trainpipe.io", "v1alpha1", "trainingpipelines"
@@ -73,27 +77,17 @@ async def accept(status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
     METRICS.set_phase(f"{meta.get('namespace')}/{meta.get('name')}", "Pending")
 
 
-async def start(status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
+async def start(body: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
     """Creation and resumption (an operator restart): count a pipeline that
     already has a phase in the metrics now (a finished one has no timer);
     give one that has none its first status (should ``accept`` have failed:
     kopf ignores errors in event handlers)."""
-    key = f"{meta.get('namespace')}/{meta.get('name')}"
     phase = (status or {}).get("phase")
-    if phase:
-        decisions = (status or {}).get("decisions") or []
-        entered = decisions[-1].get("time") if decisions else (status or {}).get("startedAt")
-        METRICS.set_phase(key, phase, _timestamp(entered))
+    if not phase:
+        await accept(status=status, meta=meta, patch=patch)
         return
-    patch.status.update(_accepted(meta))
-    METRICS.set_phase(key, "Pending")
-
-
-def _timestamp(text: str | None) -> float | None:
-    try:
-        return datetime.fromisoformat(text).timestamp() if text else None
-    except ValueError:
-        return None
+    METRICS.set_phase(f"{meta.get('namespace')}/{meta.get('name')}", phase,
+                      phase_entered_at(read_status(dict(body))))
 
 
 def running(status: Any, **_: Any) -> bool:

@@ -198,8 +198,7 @@ class Reconciler:
         return events
 
     def _count(self, before: PipelineStatus, after: PipelineStatus, key: str) -> None:
-        entered = after.decisions[-1].time if after.decisions else after.started_at
-        self.metrics.set_phase(key, after.phase, _parse(entered).timestamp() if entered else None)
+        self.metrics.set_phase(key, after.phase, phase_entered_at(after))
         for gkey, gate in after.gates.items():
             old = before.gates.get(gkey)
             if old is None or old.evaluated_at != gate.evaluated_at:
@@ -230,6 +229,13 @@ class Reconciler:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def phase_entered_at(status: PipelineStatus) -> float | None:
+    """Unix time the pipeline entered its current phase: its last decision
+    (or its start); None before it started."""
+    entered = status.decisions[-1].time if status.decisions else status.started_at
+    return _parse(entered).timestamp() if entered else None
 
 
 def _parse(text: str | None) -> datetime:
