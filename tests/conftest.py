@@ -1,5 +1,7 @@
 """Shared fixtures: the builtin digits cache (written once per session) and a
-small job config factory for engine tests."""
+small job config factory for engine tests. And the session's leak check:
+every process the tests start carries a marker in its environment, and a
+process still carrying it when the session ends fails the run."""
 
 from __future__ import annotations
 
@@ -8,7 +10,27 @@ from typing import Any
 
 import pytest
 
+from tests import process_leaks
 from trainpipe_trainer.contract.job_config import JobConfig
+
+SESSION_MARKER = process_leaks.mark_this_session()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):
+        return  # a pytest-xdist worker: the controller checks once for all
+    left = process_leaks.leftovers(SESSION_MARKER)
+    if not left:
+        return
+    process_leaks.kill(left)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = ["processes started by the tests outlived the session (now killed):",
+             *(f"  {p}" for p in left)]
+    if reporter is not None:
+        reporter.write_sep("=", "leaked processes", red=True)
+        reporter.write_line("\n".join(lines))
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

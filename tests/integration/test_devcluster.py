@@ -186,9 +186,26 @@ def test_devcluster_cli_up_status_down(envtest_assets_dir: Path, tmp_path: Path)
         _wait_for_scrape(env["PROMETHEUS_URL"], 'up{job="ray"}')  # it scrapes the Ray head
         pids = json.loads((folder / "pids.json").read_text())["components"]
         assert set(pids) == {"etcd", "kube-apiserver", "ray", "prometheus"}
+
+        # A job still running when the cluster goes down: Ray starts its
+        # driver in a session of its own, so only `down` can end it.
+        driver_pid_file = tmp_path / "driver.pid"
+        job_id = _name("itest-running-at-down")
+        entry = {"submission_id": job_id, "entrypoint": (
+            "python -c 'import os, time, pathlib; "
+            f"pathlib.Path(\"{driver_pid_file}\").write_text(str(os.getpid())); time.sleep(900)'")}
+        assert _http("POST", f"{env['RAY_ADDRESS']}/api/jobs/", entry, token=env["RAY_AUTH_TOKEN"]) == 200
+        deadline = time.monotonic() + 120
+        while not driver_pid_file.exists() or not driver_pid_file.read_text():
+            assert time.monotonic() < deadline, f"the job's driver did not start within 120 s ({job_id})"
+            time.sleep(0.2)
+        driver_pid = int(driver_pid_file.read_text())
+        assert pid_alive(driver_pid, "time.sleep(900)")
     finally:
         down = _devcluster("down", *common, timeout=180)
     assert down.returncode == 0, down.stderr
     assert not any(pid_alive(entry["pid"], entry["expect"]) for entry in pids.values())
+    assert f"stopped Ray job {job_id}" in down.stderr
+    assert not pid_alive(driver_pid), f"the Ray job's driver (pid {driver_pid}) outlived `down`"
     assert _devcluster("status", *common, timeout=60).returncode == 1
 

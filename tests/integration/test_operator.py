@@ -236,8 +236,10 @@ def test_digits_example_on_ray_reaches_succeeded_with_status_matching_the_run_di
     assert header == ["NAME", "PHASE", "GATE", "METRIC", "TARGET", "ITERATION", "AGE"]
     assert "Succeeded" in table and "finalization: passed" in table
 
-    metrics = operator.metrics()
-    assert 'trainpipe_operator_pipelines{phase="Succeeded"} 1.0' in metrics
+    # The operator sets its gauges after it writes the status: wait for them.
+    metrics = wait_for("the operator's pipelines gauge to count digits as Succeeded",
+                       lambda: (text := operator.metrics())
+                       if 'trainpipe_operator_pipelines{phase="Succeeded"} 1.0' in text else None, timeout=30)
     assert "trainpipe_operator_job_submissions_total" in metrics
 
     check_dashboard_and_alert_queries(monitored_operator)
@@ -257,23 +259,38 @@ def check_dashboard_and_alert_queries(monitored: Monitored) -> None:
 
     prometheus = monitored.prometheus
     docs = render(release="trainpipe", sets={"metrics.prometheusRule.enabled": "true"})
-    # The trainer's last scrape can be a second behind the pipeline's end.
-    prometheus.wait_for('count(trainpipe_operator_pipelines{job="trainpipe-metrics"})', timeout=30)
-    start, end = monitored.started, time.time() + 5
-    empty = []
+    queries = []
     for title, expr in dashboard_queries(dashboard(docs)):
         for name, value in DASHBOARD_VARIABLES.items():
             expr = expr.replace(name, value)
         assert "$" not in expr, f"{title}: unsubstituted variable in {expr}"
-        series = prometheus.query_range(expr, start, end)
-        finite = [v for s in series for _, v in s["values"] if v not in ("NaN", "+Inf", "-Inf")]
-        if not finite:
-            empty.append((title, expr))
-    assert not empty, f"dashboard queries without data after a run: {empty}"
+        queries.append((title, expr))
+    alert_series = [(rule["alert"], name) for rule in alert_rules(docs) for name in metric_names(rule["expr"])]
     for rule in alert_rules(docs):
-        prometheus.query_range(rule["expr"], start, end)  # valid PromQL for this server
-        for name in metric_names(rule["expr"]):
-            assert prometheus.query_range(f'count({{__name__="{name}"}})', start, end), (rule["alert"], name)
+        prometheus.query_range(rule["expr"], monitored.started, time.time())  # valid PromQL for this server
+
+    def without_data() -> list[tuple[str, str]]:
+        # The last scrapes of the operator and the trainer can land a second
+        # or two after the pipeline's end: ask again until every panel and
+        # every series an alert selects has data (the deadline names the rest).
+        start, end = monitored.started, time.time() + 5
+        empty = []
+        for title, expr in queries:
+            series = prometheus.query_range(expr, start, end)
+            if not [v for s in series for _, v in s["values"] if v not in ("NaN", "+Inf", "-Inf")]:
+                empty.append((title, expr))
+        for alert, name in alert_series:
+            if not prometheus.query_range(f'count({{__name__="{name}"}})', start, end):
+                empty.append((f"alert {alert}", name))
+        return empty
+
+    def all_have_data() -> bool:
+        missing = without_data()
+        assert not missing, f"queries without data: {missing}"
+        return True
+
+    wait_for("every dashboard query and alert series to have data after the run", all_have_data,
+             timeout=60, interval=2)
 
 
 def _baseline_running_with_an_epoch(cluster: Cluster, name: str) -> bool:

@@ -80,8 +80,66 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()
+
+
+def _identity(pid: int) -> tuple[int, str] | None:
+    """(pid, start time): names one process even after its pid is reused."""
+    fields = _stat_fields(pid)
+    return (pid, fields[19]) if fields and len(fields) > 19 else None
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """Every living descendant of ``pid`` as (pid, start time), children before grandchildren.
+
+    Taken before stopping a tree: a child that started a session of its own
+    (a Ray job's driver does) gets no group signal, and once its parent dies
+    it is re-parented to pid 1, where nothing would find it again.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields and len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[tuple[int, str]] = []
+    queue = list(children.get(pid, []))
+    while queue:
+        child = queue.pop(0)
+        ident = _identity(child)
+        if ident is not None:
+            found.append(ident)
+        queue.extend(children.get(child, []))
+    return found
+
+
+def _kill_remaining(tree: list[tuple[int, str]], timeout: float) -> None:
+    """SIGTERM what is left of ``tree`` (same pid and start time), wait, then SIGKILL it."""
+    def alive() -> list[int]:
+        return [pid for pid, started in tree if _identity(pid) == (pid, started) and pid_alive(pid)]
+
+    for pid in alive():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in alive():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM the child's process group, wait, then SIGKILL whatever is left of it."""
+    """SIGTERM the child's process group, wait, then SIGKILL whatever is left of it,
+    and of every process it started (in its group or in sessions of their own)."""
+    tree = descendants(proc.pid) if proc.poll() is None else []
     if proc.poll() is None:
         _signal_group(proc.pid, signal.SIGTERM)
         try:
@@ -89,7 +147,8 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait(timeout=timeout)
-    _signal_group(proc.pid, signal.SIGKILL)  # stragglers it started, if any
+    _signal_group(proc.pid, signal.SIGKILL)  # stragglers in its group, if any
+    _kill_remaining(tree, timeout=min(timeout, 5.0))
 
 
 def pid_alive(pid: int, expect: str | None = None) -> bool:
@@ -97,30 +156,31 @@ def pid_alive(pid: int, expect: str | None = None) -> bool:
 
     The command line check guards against a recorded pid reused by another program.
     """
-    proc = Path(f"/proc/{pid}")
+    fields = _stat_fields(pid)
     try:
-        stat = (proc / "stat").read_text()
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return False
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    if state in ("Z", "X"):
+    if not fields or fields[0] in ("Z", "X"):
         return False
     return expect is None or expect in cmdline
 
 
 def stop_pid(pid: int, expect: str, timeout: float = 15.0) -> bool:
-    """Stop a recorded session leader (and its group) that this process did not start.
+    """Stop a recorded session leader (its group, and every process it
+    started) that this process did not start.
 
     Returns False when nothing of that name ran under that pid any more.
     """
     if not pid_alive(pid, expect):
         return False
+    tree = descendants(pid)
     _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     _signal_group(pid, signal.SIGKILL)
+    _kill_remaining(tree, timeout=min(timeout, 5.0))
     return True
 
 

@@ -28,7 +28,7 @@ import yaml
 from ._proc import http_status, pid_alive, stop_pid
 from .apiserver import ASSETS_HINT, OPERATOR_USER, ControlPlane, find_assets, has_assets
 from .prometheus import PrometheusServer
-from .ray_head import RayHead
+from .ray_head import RayHead, stop_jobs
 
 CRD_FILE = Path("crds/trainingpipelines.trainpipe.io.yaml")
 STOP_ORDER = ("prometheus", "ray", "kube-apiserver", "etcd")
@@ -172,12 +172,32 @@ def down(folder: Path) -> int:
         _say(f"nothing to stop ({_state_path(folder)} does not exist)")
         return 0
     components = state["components"]
+    ray = components.get("ray")
+    token = _env_value(folder, "RAY_AUTH_TOKEN")
+    if ray and token and pid_alive(ray["pid"], ray["expect"]):
+        # The jobs first, through the head: each driver checkpoints and ends,
+        # instead of being orphaned (their own sessions) when the head goes.
+        for job in stop_jobs(state["urls"]["ray"], token):
+            _say(f"stopped Ray job {job}")
     for name in STOP_ORDER:
         entry = components.get(name)
         if entry and stop_pid(entry["pid"], entry["expect"], timeout=60 if name == "ray" else 15):
             _say(f"stopped {name} (pid {entry['pid']})")
     _state_path(folder).unlink()
     return 0
+
+
+def _env_value(folder: Path, key: str) -> str | None:
+    """A value ``up`` wrote into ``<folder>/env`` (``export KEY=value`` lines)."""
+    try:
+        lines = (folder / "env").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export" and words[1].startswith(f"{key}="):
+            return words[1].split("=", 1)[1]
+    return None
 
 
 def status(folder: Path) -> int:

@@ -7,11 +7,16 @@ several heads can run on one machine, token authentication on.
 The token: the one given, else ``RAY_AUTH_TOKEN`` from the environment, else
 Ray's default file ``~/.ray/auth_token`` (written, as ``ray get-auth-token
 --generate`` would, when missing). Clients use it with ``RAY_AUTH_MODE=token``.
-Stopping SIGTERMs the head's process group: this head and only this one.
+Stopping first asks the head to stop its running jobs (Ray's Job API: each
+driver gets SIGTERM and checkpoints), then SIGTERMs the head's process group,
+then whatever the head started that is still alive: a job's driver runs in a
+session of its own and would otherwise outlive the head. This head and only
+this one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -80,6 +85,34 @@ def _node_states(address: str, token: str) -> str:
         return type(exc).__name__
 
 
+def stop_jobs(address: str, token: str, timeout: float = 30.0) -> list[str]:
+    """Ask the head at ``address`` to stop every job still running, and wait
+    (up to ``timeout``) until none is; returns the ids of the jobs it stopped.
+    Best effort: a head that does not answer has nothing left to ask."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def running() -> list[str] | None:
+        request = urllib.request.Request(f"{address}/api/jobs/", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5.0) as resp:  # noqa: S310 - loopback
+                jobs = json.load(resp)
+        except (OSError, ValueError):
+            return None
+        return [str(job.get("submission_id")) for job in jobs
+                if job.get("submission_id") and job.get("status") in ("PENDING", "RUNNING")]
+
+    stopped = running() or []
+    for submission_id in stopped:
+        request = urllib.request.Request(f"{address}/api/jobs/{submission_id}/stop", data=b"{}",
+                                         headers=headers, method="POST")
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(request, timeout=5.0).close()  # noqa: S310 - loopback
+    deadline = time.monotonic() + timeout
+    while stopped and running() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return stopped
+
+
 def _log_hint(log_path: Path | None) -> str:
     return f"; its log ({log_path}) ends:\n{log_tail(log_path)}" if log_path else ""
 
@@ -139,9 +172,12 @@ class RayHead:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """SIGTERM the head's process group; SIGKILL what is left after ``timeout``."""
+    def stop(self, timeout: float = 60.0, jobs_timeout: float = 30.0) -> None:
+        """Stop the running jobs (they checkpoint), then SIGTERM the head's process
+        group and everything it started; SIGKILL what is left after ``timeout``."""
         if self.process is not None:
+            if self.process.poll() is None and self.token:
+                stop_jobs(self.address, self.token, jobs_timeout)
             stop_process(self.process, timeout)
 
     def __enter__(self) -> RayHead:
