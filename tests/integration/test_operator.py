@@ -237,9 +237,12 @@ def test_digits_example_on_ray_reaches_succeeded_with_status_matching_the_run_di
     assert "Succeeded" in table and "finalization: passed" in table
 
     # The operator sets its gauges after it writes the status: wait for them.
-    metrics = wait_for("the operator's pipelines gauge to count digits as Succeeded",
-                       lambda: (text := operator.metrics())
-                       if 'trainpipe_operator_pipelines{phase="Succeeded"} 1.0' in text else None, timeout=30)
+    def succeeded_counted() -> str | None:
+        text = operator.metrics()
+        return text if 'trainpipe_operator_pipelines{phase="Succeeded"} 1.0' in text else None
+
+    metrics = wait_for("the operator's pipelines gauge to count digits as Succeeded", succeeded_counted,
+                       timeout=30)
     assert "trainpipe_operator_job_submissions_total" in metrics
 
     check_dashboard_and_alert_queries(monitored_operator)

@@ -9,7 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from trainpipe_operator.devcluster._proc import descendants, pid_alive, spawn, stop_pid, stop_process
+from trainpipe_operator.devcluster._proc import (
+    descendants,
+    pid_alive,
+    spawn,
+    stop_pid,
+    stop_process,
+)
 
 # A parent that starts a grandchild in a new session, records its pid, and waits.
 PARENT = """
