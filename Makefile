@@ -7,26 +7,38 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/digits
 PYTEST_ARGS ?=
+# Test modules run in parallel, a whole file per worker (`--dist loadfile`:
+# module fixtures such as a Ray head are started once per file). Two
+# workers on two cores: the Ray tests leave a core partly idle while jobs
+# start and stop. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: venv run test unit integration kind-e2e lint typecheck bench bench-operator system-deps envtest helm generate dev-up dev-down clean
 
 # The venv is rebuilt when pyproject.toml changes. torch==2.14.1 and
 # torchvision==0.29.1 lie on these machines' disk; elsewhere pip resolves the
 # ranges in pyproject.toml as usual.
+# Each provisioning step says how long it took when it does work (the first
+# time); afterwards it is a cache hit and says nothing.
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[trainer,dev]'
-	@touch $(STAMP)
+	@start=$$(date +%s); \
+	  { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); } && \
+	  $(BIN)/pip install -q --upgrade pip && \
+	  $(BIN)/pip install -q -e '.[trainer,dev]' && \
+	  touch $(STAMP) && \
+	  echo "venv: $(VENV) installed in $$(( $$(date +%s) - start )) s"
 
 venv: $(STAMP)
 
 # Debian's prometheus (the real server the integration tests scrape with).
 system-deps:
 	@command -v prometheus >/dev/null || { \
+	  start=$$(date +%s); \
 	  echo "installing Debian's prometheus package"; \
 	  apt-get install -y -q prometheus >/dev/null 2>&1 || \
-	  { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }; }
+	  { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; }; \
+	  echo "system-deps: prometheus installed in $$(( $$(date +%s) - start )) s"; }
 
 # kube-apiserver + etcd for the integration tests and the dev cluster
 # (KUBEBUILDER_ASSETS, else a cached build from Debian's sources; once).
@@ -57,13 +69,13 @@ run: venv
 	$(BIN)/trainpipe run examples/digits.yaml --run-dir $(RUN_DIR)
 
 test: venv system-deps envtest helm lint typecheck
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 unit: venv helm
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	$(PYTEST) tests/unit $(PYTEST_ARGS)
 
 integration: venv system-deps envtest helm
-	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+	$(PYTEST) -m integration $(PYTEST_ARGS)
 
 # The kind suite: real images, the Helm chart and a rayjob pipeline on a
 # one-node kind cluster. Needs a Docker engine, kind, kubectl and KubeRay's

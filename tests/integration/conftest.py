@@ -10,6 +10,9 @@
   whose permissions come only from the RBAC a test applies.
 - ``ray_head``: a Ray head (``devcluster.RayHead``) with token authentication,
   one per test module.
+- ``cluster``: the operator's world on them (CRD, the chart's ServiceAccount
+  and RBAC, the Ray token Secret), one per test module.
+- ``operator``: ``trainpipe operator`` on that cluster, one per test.
 - ``prometheus_factory``: ``start(targets, **kw) -> PrometheusServer`` per test.
 """
 
@@ -25,6 +28,7 @@ from kubernetes.client import ApiClient
 
 from trainpipe_operator.devcluster import ControlPlane, RayHead, has_assets
 
+from .operator_harness import Cluster, OperatorProcess, start_cluster
 from .prometheus_server import prometheus_factory as prometheus_factory  # noqa: F401 - fixture
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,3 +88,15 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
     # connecting to latest"), so no head outlives the module that uses it.
     with RayHead(tmp_path_factory.mktemp("ray-head")) as head:
         yield head
+
+
+@pytest.fixture(scope="module")
+def cluster(control_plane: ControlPlane, ray_head: RayHead, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+    return start_cluster(control_plane, ray_head, tmp_path_factory.mktemp("operator"))
+
+
+@pytest.fixture
+def operator(cluster: Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(cluster.operator_kubeconfig, cluster.artifact_root, tmp_path).start()
+    yield proc
+    proc.stop()

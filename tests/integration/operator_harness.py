@@ -4,6 +4,7 @@ and reading what it does through kubectl and the Kubernetes API."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 TRAINPIPE = str(Path(sys.executable).parent / "trainpipe")
 CRD_FILE = REPO / "crds" / "trainingpipelines.trainpipe.io.yaml"
+TOKEN_SECRET = "ray-token"
 
 
 def free_port() -> int:
@@ -189,3 +192,84 @@ def operator_as_chart_service_account(control_plane: Any, path: Path) -> Path:
     apply(admin, [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")])
     return Path(control_plane.service_account_kubeconfig(CHART_NAMESPACE, "trainpipe", path))
 
+
+
+@dataclass
+class Cluster:
+    admin: Path
+    operator_kubeconfig: Path
+    ray_address: str
+    ray_token: str
+    artifact_root: Path
+    workdir: Path
+    kuberay_crd: bool  # KubeRay's RayJob CRD installed (its file is on this machine)
+
+    def run_dir(self, name: str, namespace: str = "default") -> Path:
+        uid = get(self.admin, name, namespace)["metadata"]["uid"]
+        return self.artifact_root / namespace / f"{name}-{uid[:8]}"
+
+    def ray_client(self) -> Any:
+        """A Job API client with this head's token. The token goes into the
+        environment only while the client is made: left there, it would leak
+        into every later test's subprocesses (and their own Ray clusters)."""
+        import os
+
+        saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.ray_token)
+        try:
+            from ray.job_submission import JobSubmissionClient
+
+            return JobSubmissionClient(self.ray_address)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def ray_jobs(self) -> list[Any]:
+        return self.ray_client().list_jobs()
+
+
+def start_cluster(control_plane: Any, ray_head: Any, workdir: Path) -> Cluster:
+    """The CRD, the chart's ServiceAccount and RBAC, KubeRay's RayJob CRD where
+    it is found, and the Ray token Secret, on a test API server and Ray head."""
+    admin = control_plane.kubeconfig
+    kubectl(admin, "apply", "-f", str(CRD_FILE))
+    wait_established(admin, "trainingpipelines.trainpipe.io")
+    # The operator runs as the Helm chart's ServiceAccount, with the chart's RBAC.
+    operator_kubeconfig = operator_as_chart_service_account(control_plane, workdir / "operator.kubeconfig")
+    kuberay = install_kuberay_rayjob_crd(admin)
+    token = base64.b64encode(ray_head.token.encode()).decode()
+    apply(admin, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": TOKEN_SECRET, "namespace": "default"},
+                  "data": {"token": token}})
+    return Cluster(admin, operator_kubeconfig, ray_head.address, ray_head.token,
+                   workdir / "artifacts", workdir, kuberay)
+
+
+def phase_of(cluster: Cluster, name: str) -> str:
+    return (get(cluster.admin, name).get("status") or {}).get("phase", "")
+
+
+def wait_phase(cluster: Cluster, operator: OperatorProcess, name: str, phases: tuple[str, ...], timeout: float) -> dict:
+    def probe() -> dict | None:
+        assert operator.proc is not None and operator.proc.poll() is None, operator.log_tail()
+        obj = get(cluster.admin, name)
+        return obj if (obj.get("status") or {}).get("phase") in phases else None
+
+    return wait_for(f"{name} in {phases}", probe, timeout)
+
+
+def baseline_running_with_an_epoch(cluster: Cluster, name: str) -> bool:
+    status = get(cluster.admin, name).get("status") or {}
+    if status.get("phase") != "Baseline" or (status.get("job") or {}).get("state") != "RUNNING":
+        return False
+    metrics = cluster.run_dir(name) / "02_baseline" / "logs" / "metrics.json"
+    try:
+        return len(json.loads(metrics.read_text())["epochs"]) >= 1
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def submissions(cluster: Cluster, prefix: str) -> list[str]:
+    return sorted(job.submission_id for job in cluster.ray_jobs() if (job.submission_id or "").startswith(prefix))

@@ -1,9 +1,12 @@
-"""The operator on a real kube-apiserver + etcd, launching real Ray jobs on
-a real Ray head (token auth on), as the least-privilege operator user."""
+"""The operator on a real kube-apiserver + etcd, as the Helm chart's
+ServiceAccount: its rights, the schema the API server enforces, a pipeline
+through every phase on a real Ray head with its status, events, metrics and
+dashboard queries checked, approval, and the GPU gate from a real Prometheus.
+The job lifecycle (re-attach, resubmit, delete, RayJobs) is in
+test_operator_jobs.py: two modules, so that two test workers share them."""
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Iterator
@@ -14,99 +17,22 @@ from typing import Any
 import pytest
 import yaml
 
-from trainpipe_trainer.contract.evidence import Evidence
-
 from .operator_harness import (
-    CRD_FILE,
     REPO,
+    TOKEN_SECRET,
+    Cluster,
     OperatorProcess,
     apply,
     free_port,
     get,
-    install_kuberay_rayjob_crd,
     kubectl,
-    operator_as_chart_service_account,
+    phase_of,
     pipeline_manifest,
-    wait_established,
     wait_for,
+    wait_phase,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-TOKEN_SECRET = "ray-token"
-
-
-@dataclass
-class Cluster:
-    admin: Path
-    operator_kubeconfig: Path
-    ray_address: str
-    ray_token: str
-    artifact_root: Path
-    workdir: Path
-    kuberay_crd: bool  # KubeRay's RayJob CRD installed (its file is on this machine)
-
-    def run_dir(self, name: str, namespace: str = "default") -> Path:
-        uid = get(self.admin, name, namespace)["metadata"]["uid"]
-        return self.artifact_root / namespace / f"{name}-{uid[:8]}"
-
-    def ray_client(self) -> Any:
-        """A Job API client with this head's token. The token goes into the
-        environment only while the client is made: left there, it would leak
-        into every later test's subprocesses (and their own Ray clusters)."""
-        import os
-
-        saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.ray_token)
-        try:
-            from ray.job_submission import JobSubmissionClient
-
-            return JobSubmissionClient(self.ray_address)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-
-    def ray_jobs(self) -> list[Any]:
-        return self.ray_client().list_jobs()
-
-
-@pytest.fixture(scope="module")
-def cluster(control_plane: Any, ray_head: Any, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
-    admin = control_plane.kubeconfig
-    kubectl(admin, "apply", "-f", str(CRD_FILE))
-    wait_established(admin, "trainingpipelines.trainpipe.io")
-    workdir = tmp_path_factory.mktemp("operator")
-    # The operator runs as the Helm chart's ServiceAccount, with the chart's RBAC.
-    operator_kubeconfig = operator_as_chart_service_account(control_plane, workdir / "operator.kubeconfig")
-    kuberay = install_kuberay_rayjob_crd(admin)
-    token = base64.b64encode(ray_head.token.encode()).decode()
-    apply(admin, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": TOKEN_SECRET, "namespace": "default"},
-                  "data": {"token": token}})
-    return Cluster(admin, operator_kubeconfig, ray_head.address, ray_head.token,
-                   workdir / "artifacts", workdir, kuberay)
-
-
-@pytest.fixture
-def operator(cluster: Cluster, tmp_path: Path):  # type: ignore[no-untyped-def]
-    proc = OperatorProcess(cluster.operator_kubeconfig, cluster.artifact_root, tmp_path).start()
-    yield proc
-    proc.stop()
-
-
-def phase_of(cluster: Cluster, name: str) -> str:
-    return (get(cluster.admin, name).get("status") or {}).get("phase", "")
-
-
-def wait_phase(cluster: Cluster, operator: OperatorProcess, name: str, phases: tuple[str, ...], timeout: float) -> dict:
-    def probe() -> dict | None:
-        assert operator.proc is not None and operator.proc.poll() is None, operator.log_tail()
-        obj = get(cluster.admin, name)
-        return obj if (obj.get("status") or {}).get("phase") in phases else None
-
-    return wait_for(f"{name} in {phases}", probe, timeout)
 
 
 def test_the_operator_service_account_has_least_privilege(cluster: Cluster) -> None:
@@ -199,6 +125,16 @@ def test_digits_example_on_ray_reaches_succeeded_with_status_matching_the_run_di
     manifest = yaml.safe_load((REPO / "examples" / "digits.yaml").read_text())
     manifest["spec"]["runtime"] = {"type": "ray", "ray": {"address": cluster.ray_address,
                                                           "tokenSecret": TOKEN_SECRET}}
+    # The example made small for Ray's one thread per worker (the example
+    # itself runs unchanged in test_pipeline_local.py): 8x8 images, a weaker
+    # baseline and a lower target keep its path through every phase
+    # (Baseline short of the target, Diagnostics, one Optimization that
+    # reaches it, Finalization), at a third of the training.
+    spec = manifest["spec"]
+    spec["data"].update(imageSize=8, batchSize=64)
+    spec["baseline"].update(epochs=2, lr=0.0001)
+    spec["target"]["value"] = 0.9
+    spec["finalization"].update(epochs=2, patience=2)
     apply(cluster.admin, manifest)
     obj = wait_phase(cluster, operator, "digits", ("Succeeded", "Failed"), timeout=900)
     status = obj["status"]
@@ -296,77 +232,6 @@ def check_dashboard_and_alert_queries(monitored: Monitored) -> None:
              timeout=60, interval=2)
 
 
-def _baseline_running_with_an_epoch(cluster: Cluster, name: str) -> bool:
-    status = get(cluster.admin, name).get("status") or {}
-    if status.get("phase") != "Baseline" or (status.get("job") or {}).get("state") != "RUNNING":
-        return False
-    metrics = cluster.run_dir(name) / "02_baseline" / "logs" / "metrics.json"
-    try:
-        return len(json.loads(metrics.read_text())["epochs"]) >= 1
-    except (OSError, ValueError, KeyError):
-        return False
-
-
-def _submissions(cluster: Cluster, prefix: str) -> list[str]:
-    return sorted(job.submission_id for job in cluster.ray_jobs() if (job.submission_id or "").startswith(prefix))
-
-
-def test_a_killed_operator_reattaches_to_its_running_job_instead_of_submitting_again(
-        cluster: Cluster, tmp_path: Path) -> None:
-    operator = OperatorProcess(cluster.operator_kubeconfig, cluster.artifact_root, tmp_path).start()
-    name = "killed-operator"
-    apply(cluster.admin, pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET, baseline={"epochs": 6}))
-    wait_for("the baseline's first epoch", lambda: _baseline_running_with_an_epoch(cluster, name), timeout=300)
-    operator.kill()
-    operator = OperatorProcess(cluster.operator_kubeconfig, cluster.artifact_root, tmp_path).start()
-    try:
-        obj = wait_phase(cluster, operator, name, ("Succeeded", "Failed"), timeout=600)
-    finally:
-        operator.stop()
-    assert obj["status"]["phase"] == "Succeeded", obj["status"].get("message")
-    uid = obj["metadata"]["uid"]
-    jobs = _submissions(cluster, f"{name}-{uid}")
-    assert len(jobs) == len(set(jobs))
-    baseline_jobs = [j for j in jobs if "-02-baseline-train-" in j]
-    assert baseline_jobs == [f"{name}-{uid}-02-baseline-train-a1"]  # exactly one submission
-    evidence = Evidence.read(cluster.run_dir(name) / "02_baseline" / "evidence.json")
-    assert evidence.resumed_from_epoch is None and len(evidence.epochs) == 6  # it kept running, not restarted
-
-
-def test_a_stopped_ray_job_is_resubmitted_and_resumes_from_its_checkpoint(
-        cluster: Cluster, operator: OperatorProcess) -> None:
-    name = "stopped-job"
-    apply(cluster.admin, pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET, baseline={"epochs": 8}))
-    wait_for("the baseline's first epoch", lambda: _baseline_running_with_an_epoch(cluster, name), timeout=300)
-    submission = get(cluster.admin, name)["status"]["job"]["submissionId"]
-    cluster.ray_client().stop_job(submission)
-    obj = wait_phase(cluster, operator, name, ("Succeeded", "Failed"), timeout=600)
-    status = obj["status"]
-    assert status["phase"] == "Succeeded", status.get("message")
-    evidence = Evidence.read(cluster.run_dir(name) / "02_baseline" / "evidence.json")
-    assert evidence.resumed_from_epoch is not None and evidence.resumed_from_epoch > 0
-    assert [e.num for e in evidence.epochs] == list(range(1, 9))
-    assert submission.endswith("-a1")
-    assert f"{submission[:-3]}-a2" in _submissions(cluster, submission[:-3])
-
-
-def test_deleting_a_running_pipeline_stops_its_ray_job_then_lets_go(
-        cluster: Cluster, operator: OperatorProcess) -> None:
-    name = "deleted"
-    apply(cluster.admin, pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET, baseline={"epochs": 30}))
-    wait_for("the baseline's first epoch", lambda: _baseline_running_with_an_epoch(cluster, name), timeout=300)
-    submission = get(cluster.admin, name)["status"]["job"]["submissionId"]
-    kubectl(cluster.admin, "delete", "tp", name, "--wait=true", "--timeout=180s")
-    gone = kubectl(cluster.admin, "get", "tp", name, check=False)
-    assert gone.returncode != 0 and "NotFound" in gone.stderr
-
-    def stopped() -> bool:
-        job = next(j for j in cluster.ray_jobs() if j.submission_id == submission)
-        return str(getattr(job.status, "value", job.status)) == "STOPPED"
-
-    wait_for(f"Ray job {submission} stopped", stopped, timeout=120)
-
-
 def test_approval_by_annotation_and_a_spec_change_while_running(cluster: Cluster, operator: OperatorProcess) -> None:
     name = "approval"
     manifest = pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET, approval={"required": True})
@@ -408,6 +273,8 @@ def test_gpu_utilization_from_prometheus_fails_passes_or_skips_the_gate(
     server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
         prometheus = prometheus_factory([f"127.0.0.1:{port}"])
+        # Scraped before any job starts, so that no gate can look before the first scrape.
+        prometheus.wait_for("DCGM_FI_DEV_GPU_UTIL", lambda r: len(r) == 2, timeout=30)
         operator = OperatorProcess(cluster.operator_kubeconfig, cluster.artifact_root, tmp_path,
                                    prometheus_url=prometheus.url).start()
         try:
@@ -436,63 +303,3 @@ def test_gpu_utilization_from_prometheus_fails_passes_or_skips_the_gate(
     assert low_gate_passed is False
 
 
-def test_runtime_rayjob_creates_kuberay_rayjobs_and_follows_their_status(
-        cluster: Cluster, operator: OperatorProcess) -> None:
-    """KubeRay's controller does not run here: the test plays it. Each RayJob
-    the operator creates is checked against KubeRay's own CRD schema, its
-    entrypoint is run for real on this machine, and its status is written
-    back as KubeRay writes it; the operator follows it to Succeeded."""
-    import shlex
-    import subprocess
-    import sys
-
-    from kubernetes import client, config
-
-    from trainpipe_operator.kuberay.schema import kuberay_crd_path, validate_against_kuberay
-
-    if kuberay_crd_path() is None:
-        pytest.skip("KubeRay's RayJob CRD is not on this machine (../shared/kuberay-crds or $TRAINPIPE_KUBERAY_CRDS)")
-    api = client.CustomObjectsApi(config.new_client_from_config(str(cluster.admin)))
-    name = "on-kuberay"
-    manifest = pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET)
-    manifest["spec"]["runtime"] = {"type": "rayjob"}
-    manifest["spec"]["resources"] = {"workers": 2, "gpusPerWorker": 1}
-    apply(cluster.admin, manifest)
-    handled: set[str] = set()
-
-    def play_kuberay() -> str | None:
-        phase = phase_of(cluster, name)
-        if phase in ("Succeeded", "Failed"):
-            return phase
-        jobs = api.list_namespaced_custom_object("ray.io", "v1", "default", "rayjobs",
-                                                 label_selector=f"trainpipe.io/pipeline={name}")["items"]
-        for job in jobs:
-            job_name = job["metadata"]["name"]
-            if job_name in handled:
-                continue
-            handled.add(job_name)
-            assert validate_against_kuberay(job) == [], job_name
-            workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
-            assert workers["replicas"] == 2
-            limits = workers["template"]["spec"]["containers"][0]["resources"]["limits"]
-            assert str(limits["nvidia.com/gpu"]) == "1"
-            assert job["metadata"]["ownerReferences"][0]["name"] == name
-            command = shlex.split(job["spec"]["entrypoint"])
-            assert command[1:3] == ["-m", "trainpipe_trainer.run"]
-            config_path = Path(command[command.index("--config") + 1])
-            # Here the job runs without Ray (KubeRay's cluster is not here) and on the CPU.
-            done = subprocess.run([sys.executable, "-m", "trainpipe_trainer.run", "--config", str(config_path),
-                                   "--no-ray"], capture_output=True, text=True, timeout=600,
-                                  env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
-            job_status = "SUCCEEDED" if done.returncode == 0 else "FAILED"
-            api.patch_namespaced_custom_object_status("ray.io", "v1", "default", "rayjobs", job_name, {
-                "status": {"jobStatus": job_status, "jobDeploymentStatus": "Complete" if done.returncode == 0
-                           else "Failed", "message": f"entrypoint exited {done.returncode}"}})
-        return None
-
-    final = wait_for(f"{name} via RayJobs", play_kuberay, timeout=900, interval=2)
-    status = get(cluster.admin, name)["status"]
-    assert final == "Succeeded", status.get("message")
-    assert len(handled) >= 4  # planning, baseline, final training, evaluation
-    gpu = next(c for c in status["gates"]["baseline"]["checks"] if c["id"] == "gpu-utilization")
-    assert gpu["result"] == "skip"  # no Prometheus configured and no NVML samples on this CPU

@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ._proc import free_ports, http_status, log_tail, spawn, stop_process
+from ._proc import free_ports, http_status, log_tail, port_clash, spawn, stop_process
 
 TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 PORT_FLAGS = (
@@ -136,7 +136,7 @@ class RayHead:
         self.metrics_address = ""
         self.log_path = self.workdir / "ray-head.log"
 
-    def start(self) -> RayHead:
+    def start(self, attempts: int = 3) -> RayHead:
         ray = self.bin_dir / "ray"
         if not os.access(ray, os.X_OK):
             raise FileNotFoundError(
@@ -150,6 +150,18 @@ class RayHead:
         env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
         if self._explicit_token:
             env["RAY_AUTH_TOKEN"] = self._explicit_token
+        for attempt in range(attempts):
+            try:
+                self._start_once(ray, env)
+                return self
+            except RuntimeError:
+                # Another process took one of the ports between choosing and binding it.
+                if attempt + 1 < attempts and port_clash(self.log_path):
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, ray: Path, env: dict[str, str]) -> None:
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
         cmd = [str(ray), "start", "--head", "--block", "--dashboard-host=127.0.0.1",
                "--disable-usage-stats",
@@ -166,7 +178,6 @@ class RayHead:
         except BaseException:
             self.stop()
             raise
-        return self
 
     @property
     def pid(self) -> int | None:
