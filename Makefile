@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
-.PHONY: venv run test unit integration kind-e2e lint typecheck bench bench-operator system-deps envtest helm generate dev-up dev-down clean
+.PHONY: venv provision packages-and-envtest run test unit integration kind-e2e lint typecheck bench bench-operator system-deps envtest helm generate dev-up dev-down clean
 
 # The venv is rebuilt when pyproject.toml changes. torch==2.14.1 and
 # torchvision==0.29.1 lie on these machines' disk; elsewhere pip resolves the
@@ -30,6 +30,15 @@ $(STAMP): pyproject.toml
 	  echo "venv: $(VENV) installed in $$(( $$(date +%s) - start )) s"
 
 venv: $(STAMP)
+
+# Everything the tests start, the independent steps side by side (the venv
+# is mostly disk work while the kube-apiserver build takes the cores; the two
+# apt steps share apt's lock, so they run one after the other).
+provision:
+	@$(MAKE) --no-print-directory -O -j3 venv helm packages-and-envtest
+
+packages-and-envtest: system-deps
+	@$(MAKE) --no-print-directory envtest >/dev/null
 
 # Debian's prometheus (the real server the integration tests scrape with).
 system-deps:
@@ -68,13 +77,13 @@ dev-down:
 run: venv
 	$(BIN)/trainpipe run examples/digits.yaml --run-dir $(RUN_DIR)
 
-test: venv system-deps envtest helm lint typecheck
+test: provision lint typecheck
 	$(PYTEST) $(PYTEST_ARGS)
 
 unit: venv helm
 	$(PYTEST) tests/unit $(PYTEST_ARGS)
 
-integration: venv system-deps envtest helm
+integration: provision
 	$(PYTEST) -m integration $(PYTEST_ARGS)
 
 # The kind suite: real images, the Helm chart and a rayjob pipeline on a

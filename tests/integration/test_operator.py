@@ -125,16 +125,6 @@ def test_digits_example_on_ray_reaches_succeeded_with_status_matching_the_run_di
     manifest = yaml.safe_load((REPO / "examples" / "digits.yaml").read_text())
     manifest["spec"]["runtime"] = {"type": "ray", "ray": {"address": cluster.ray_address,
                                                           "tokenSecret": TOKEN_SECRET}}
-    # The example made small for Ray's one thread per worker (the example
-    # itself runs unchanged in test_pipeline_local.py): 8x8 images, a weaker
-    # baseline and a lower target keep its path through every phase
-    # (Baseline short of the target, Diagnostics, one Optimization that
-    # reaches it, Finalization), at a third of the training.
-    spec = manifest["spec"]
-    spec["data"].update(imageSize=8, batchSize=64)
-    spec["baseline"].update(epochs=2, lr=0.0001)
-    spec["target"]["value"] = 0.9
-    spec["finalization"].update(epochs=2, patience=2)
     apply(cluster.admin, manifest)
     obj = wait_phase(cluster, operator, "digits", ("Succeeded", "Failed"), timeout=900)
     status = obj["status"]

@@ -177,7 +177,7 @@ def test_printer_columns_resolve_on_a_status(version: dict[str, Any]) -> None:
         "Phase": ["Optimization"],
         "Gate": ["baseline: passed"],
         "Metric": [0.91],
-        "Target": [0.97],
+        "Target": [0.95],
         "Iteration": [1],
         "Age": ["2024-01-01T00:00:00Z"],
         "Message": ["target not met; optimizing"],
