@@ -1,5 +1,6 @@
 """The decisions after Diagnostics and after an Optimization iteration
-(GATES.md Phase 3 and Phase 4; seed 001's decision tree). Pure functions.
+(docs/gates.md, "After Diagnostics" and "After Optimization"; seed 001's
+decision tree). Pure functions.
 
 After Diagnostics, in this order:
 

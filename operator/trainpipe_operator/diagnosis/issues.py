@@ -66,8 +66,8 @@ ISSUES: tuple[IssueKind, ...] = (
 )
 
 # Thresholds that are not in the spec (the spec holds overfitGap and gpuUtilMin).
-LOSS_DECREASE_MIN = 0.05  # GATES.md: loss flat = decrease < 5%
-LEAK_VAL_ACC = 0.999  # GATES.md: leakage suspect when val acc >= 0.999
+LOSS_DECREASE_MIN = 0.05  # docs/gates.md, Diagnosis rules: loss flat = decrease < 5%
+LEAK_VAL_ACC = 0.999  # docs/gates.md, Diagnosis rules: leakage suspect when val acc >= 0.999
 SKIPPED_STEPS_MAX = 0  # any skipped (non-finite) step fires nan-loss
 GRAD_NORM_GROWTH_MAX = 10.0  # max epoch grad norm / first epoch grad norm
 DIVERGENCE_RATIO = 1.5  # final / initial train loss
@@ -161,7 +161,7 @@ def diagnose(
     gpu_util: float | None = None,
     data_report: DataReport | None = None,
 ) -> Diagnosis:
-    """Every rule of GATES.md's Phase 3 table, the primary issue by priority.
+    """Every rule of docs/gates.md's "Diagnosis rules" table, the primary issue by priority.
 
     ``gpu_util`` (percent) falls back to ``evidence.gpu_util_mean``; None (a
     CPU run) fires no resource rule.

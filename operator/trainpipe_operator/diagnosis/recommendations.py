@@ -13,7 +13,7 @@ the quantity its issue can recover, measured on the run:
 * data-quality: 0 (fixing a leak lowers the measured metric)
 
 and never more than the room left. ``decide_after_diagnostics`` reads the sum
-of these against GATES.md's 5% / 3% bars.
+of these against the 5% / 3% bars (docs/gates.md, "After Diagnostics").
 
 Only the primary issue's remedies are proposed, plus one for a secondary
 resource-inefficiency (orthogonal to accuracy): the other secondaries' remedies

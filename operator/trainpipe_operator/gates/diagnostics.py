@@ -12,8 +12,9 @@ from trainpipe_operator.gates.inputs import join_path
 GATE = "diagnostics-complete"
 PHASE = "Diagnostics"
 REPORT = "diagnostic_report.md"
-# GATES.md's issue table; "divergence" is nan-loss's other name, "near-optimal"
-# the diagnosis that nothing worth fixing is left.
+# The accepted primary issues (docs/gates.md, Diagnostics): diagnosis/issues.py's
+# six; "divergence" is nan-loss's other name, "near-optimal" the diagnosis that
+# nothing worth fixing is left.
 KNOWN_ISSUES = (
     "nan-loss", "divergence", "convergence-stall", "overfitting", "underfitting",
     "data-quality", "resource-inefficiency", "near-optimal",

@@ -33,7 +33,7 @@ COMPLETE_MARKER = "Training complete"
 # "EPOCH 3/20 train_loss=..." (engine/loop.py); "EPOCH 3 ..." is accepted too.
 EPOCH_LINE = re.compile(r"\bEPOCH\s+(\d+)\b")
 
-# Red flags (GATES.md, "Checks learned from earlier systems").
+# Red flags (docs/gates.md, "Execution checks": leakage-suspect, memorization-suspect).
 LEAKAGE_VAL_ACC = 0.999  # val accuracy at or above this: suspect leakage between splits
 MEMORIZATION_TRAIN_LOSS = 1e-3  # final train loss at or below this: suspect memorization
 SM_ACTIVE_GOOD = 0.8
@@ -403,7 +403,8 @@ def execution_checks(
     *,
     checkpoint_every: int | None = 1,
 ) -> list[Check]:
-    """Phase 2's execution checks, in the order GATES.md lists them.
+    """Phase 2's execution checks, in the order docs/gates.md lists them
+    ("Execution checks").
 
     ``gpu`` None falls back to the trainer's own NVML mean in the evidence.
     ``checkpoint_every`` is the job config's ``train.checkpointEvery`` (the
