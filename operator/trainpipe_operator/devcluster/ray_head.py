@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -103,7 +104,9 @@ def stop_jobs(address: str, token: str, timeout: float = 30.0) -> list[str]:
 
     stopped = running() or []
     for submission_id in stopped:
-        request = urllib.request.Request(f"{address}/api/jobs/{submission_id}/stop", data=b"{}",
+        # The id goes into the path quoted: an id with "/" or "?" stays one id.
+        stop_url = f"{address}/api/jobs/{urllib.parse.quote(submission_id, safe='')}/stop"
+        request = urllib.request.Request(stop_url, data=b"{}",
                                          headers=headers, method="POST")
         with contextlib.suppress(OSError):
             urllib.request.urlopen(request, timeout=5.0).close()  # noqa: S310 - loopback
