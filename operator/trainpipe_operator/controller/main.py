@@ -8,8 +8,13 @@ import os
 import sys
 from pathlib import Path
 
+import kopf
+
 from trainpipe_operator.controller import handlers
+from trainpipe_operator.controller.health_server import HealthServer
 from trainpipe_operator.controller.metrics import METRICS
+from trainpipe_operator.controller.readiness import READINESS, Readiness
+from trainpipe_operator.controller.readiness_checks import can_list_pipelines, kopf_started
 from trainpipe_operator.controller.reconcile import Reconciler
 from trainpipe_operator.controller.settings import OperatorSettings
 
@@ -31,8 +36,6 @@ SWITCH_INTERVAL_S = 0.0005
 
 
 def run_operator(settings: OperatorSettings, kubeconfig: Path | None = None, json_logs: bool = True) -> int:
-    import kopf
-
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's own login reads it
     settings.artifact_root.mkdir(parents=True, exist_ok=True)
@@ -47,12 +50,28 @@ def run_operator(settings: OperatorSettings, kubeconfig: Path | None = None, jso
         METRICS.serve(settings.metrics_port)
     kopf.configure(verbose=False, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
     logging.getLogger("trainpipe").setLevel(logging.INFO)
-    liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
-    asyncio.run(kopf.operator(
-        registry=registry,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=liveness,
-        standalone=True,
-    ))
+    asyncio.run(_operate(registry, settings, custom, READINESS))
     return 0
+
+
+async def _operate(registry: kopf.OperatorRegistry, settings: OperatorSettings, custom: object,
+                   readiness: Readiness) -> None:
+    """kopf, with /healthz and /readyz served beside it (``health_server``).
+    kopf's own liveness endpoint is not used: it serves one path, and its
+    probe handlers' failure would fail liveness too."""
+    started = asyncio.Event()
+    readiness.register("kopf", kopf_started(started))
+    readiness.register("watch", can_list_pipelines(custom, settings.namespaces))
+    server = (HealthServer(readiness, asyncio.get_running_loop(), settings.liveness_port).start()
+              if settings.liveness_port else None)
+    try:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            ready_flag=started,
+            standalone=True,
+        )
+    finally:
+        if server is not None:
+            server.stop()
