@@ -136,6 +136,17 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def resource_use(self) -> tuple[int, float]:
+        """(peak resident memory in bytes, CPU seconds used) of the running
+        operator process, from /proc (Linux): what the chart's defaults for
+        requests and limits are measured against."""
+        assert self.proc is not None and self.proc.poll() is None, self.log_tail()
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        (peak_kib,) = [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")]
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return peak_kib * 1024, (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text()[-chars:] if self.log_path.exists() else ""
 
@@ -154,20 +165,20 @@ def _prune(node: Any) -> Any:
     return node
 
 
-def install_kuberay_rayjob_crd(kubeconfig: Path) -> bool:
-    """KubeRay's own RayJob CRD, pruned for v1.20 (its README's second way).
-    False when the CRD file is not on this machine."""
-    from trainpipe_operator.kuberay.schema import kuberay_crd_path
+def install_rayjob_crd(kubeconfig: Path) -> Path:
+    """A RayJob CRD: KubeRay's own where it is found, pruned for v1.20 (its
+    README's second way), else the project's own cut of it
+    (tests/crds/rayjob-minimal.yaml, already free of what v1.20 refuses).
+    Returns the file installed (what the tests validate RayJobs against)."""
+    from tests.crds.rayjob_minimal import rayjob_crd_for_tests
 
-    path = kuberay_crd_path()
-    if path is None:
-        return False
+    path, _ = rayjob_crd_for_tests()
     crd = _prune(yaml.safe_load(Path(path).read_text()))
     result = kubectl(kubeconfig, "create", "-f", "-", input=yaml.safe_dump(crd), check=False)
     if result.returncode != 0 and "AlreadyExists" not in result.stderr:
-        raise AssertionError(f"installing KubeRay's RayJob CRD failed: {result.stderr[-2000:]}")
+        raise AssertionError(f"installing the RayJob CRD {path} failed: {result.stderr[-2000:]}")
     wait_established(kubeconfig, "rayjobs.ray.io")
-    return True
+    return path
 
 
 def wait_established(kubeconfig: Path, crd: str) -> None:
@@ -202,7 +213,7 @@ class Cluster:
     ray_token: str
     artifact_root: Path
     workdir: Path
-    kuberay_crd: bool  # KubeRay's RayJob CRD installed (its file is on this machine)
+    rayjob_crd: Path  # the RayJob CRD installed: KubeRay's where found, else tests/crds/rayjob-minimal.yaml
 
     def run_dir(self, name: str, namespace: str = "default") -> Path:
         uid = get(self.admin, name, namespace)["metadata"]["uid"]
@@ -232,19 +243,20 @@ class Cluster:
 
 
 def start_cluster(control_plane: Any, ray_head: Any, workdir: Path) -> Cluster:
-    """The CRD, the chart's ServiceAccount and RBAC, KubeRay's RayJob CRD where
-    it is found, and the Ray token Secret, on a test API server and Ray head."""
+    """The CRD, the chart's ServiceAccount and RBAC, a RayJob CRD (KubeRay's
+    where it is found, else the project's own), and the Ray token Secret, on
+    a test API server and Ray head."""
     admin = control_plane.kubeconfig
     kubectl(admin, "apply", "-f", str(CRD_FILE))
     wait_established(admin, "trainingpipelines.trainpipe.io")
     # The operator runs as the Helm chart's ServiceAccount, with the chart's RBAC.
     operator_kubeconfig = operator_as_chart_service_account(control_plane, workdir / "operator.kubeconfig")
-    kuberay = install_kuberay_rayjob_crd(admin)
+    rayjob_crd = install_rayjob_crd(admin)
     token = base64.b64encode(ray_head.token.encode()).decode()
     apply(admin, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": TOKEN_SECRET, "namespace": "default"},
                   "data": {"token": token}})
     return Cluster(admin, operator_kubeconfig, ray_head.address, ray_head.token,
-                   workdir / "artifacts", workdir, kuberay)
+                   workdir / "artifacts", workdir, rayjob_crd)
 
 
 def phase_of(cluster: Cluster, name: str) -> str:

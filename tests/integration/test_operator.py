@@ -43,8 +43,7 @@ def test_the_operator_service_account_has_least_privilege(cluster: Cluster) -> N
     assert can("create", "namespaces") == "no"
     assert can("delete", "trainingpipelines.trainpipe.io") == "no"
     assert can("patch", "trainingpipelines.trainpipe.io/status", "-n", "default") == "yes"
-    if cluster.kuberay_crd:  # kubectl cannot resolve the resource without its CRD
-        assert can("create", "rayjobs.ray.io", "-n", "default") == "yes"
+    assert can("create", "rayjobs.ray.io", "-n", "default") == "yes"
     assert can("get", f"secrets/{TOKEN_SECRET}", "-n", "default") == "yes"  # a named Secret, never a list
 
 

@@ -1,12 +1,16 @@
 """The RayJob the operator creates for ``runtime.type: rayjob``: checked
-against KubeRay's own CRD schema, and KubeRay's status read back."""
+against KubeRay's own CRD schema (where it is found) and the project's own
+cut of it (tests/crds/rayjob-minimal.yaml, always), and KubeRay's status
+read back."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
+from tests.crds.rayjob_minimal import MINIMAL_RAYJOB_CRD
 from trainpipe_operator.kuberay.rayjob import (
     MANAGED_BY_LABEL,
     PIPELINE_LABEL,
@@ -40,7 +44,18 @@ RESOURCES = {
     ),
 }
 
-needs_crd = pytest.mark.skipif(kuberay_crd_path() is None, reason=crd_missing_reason())
+
+
+@pytest.fixture(params=["kuberay", "own"])
+def crd(request: pytest.FixtureRequest) -> Path:
+    """KubeRay's RayJob CRD (skipped, saying why, where it is not found) and
+    the project's own cut of it, which rejects the same mistakes."""
+    if request.param == "own":
+        return MINIMAL_RAYJOB_CRD
+    path = kuberay_crd_path()
+    if path is None:
+        pytest.skip(crd_missing_reason())
+    return path
 
 
 def make(resources: ResourcesSpec, **kwargs) -> dict:
@@ -69,38 +84,33 @@ def pod_specs(rayjob: dict) -> dict[str, dict]:
 # --- against KubeRay's CRD -------------------------------------------------
 
 
-@needs_crd
 @pytest.mark.parametrize("case", sorted(RESOURCES))
-def test_generated_rayjob_validates_against_kuberay_crd(case):
-    assert validate_against_kuberay(make(RESOURCES[case])) == []
+def test_generated_rayjob_validates_against_the_crd(case, crd):
+    assert validate_against_kuberay(make(RESOURCES[case]), crd) == []
 
 
-@needs_crd
-def test_rayjob_without_service_account_and_ttl_zero_validates():
-    assert (
-        validate_against_kuberay(make(ResourcesSpec(), service_account=None, ttl_seconds=0)) == []
-    )
+def test_rayjob_without_service_account_and_ttl_zero_validates(crd):
+    job = make(ResourcesSpec(), service_account=None, ttl_seconds=0, metrics_port=9400, ray_version="2.60.0")
+    assert validate_against_kuberay(job, crd) == []
 
 
-@needs_crd
-def test_wrong_type_in_ray_cluster_spec_is_reported_with_its_path():
+def test_wrong_type_in_ray_cluster_spec_is_reported_with_its_path(crd):
     broken = make(RESOURCES["2-gpu-workers"])
     broken["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] = "two"
-    problems = validate_against_kuberay(broken)
+    problems = validate_against_kuberay(broken, crd)
     assert problems == [
         "spec.rayClusterSpec.workerGroupSpecs[0].replicas: 'two' is not of type 'integer'"
     ]
 
 
-@needs_crd
-def test_misspelt_field_and_bad_quantity_and_int32_overflow_are_reported():
+def test_misspelt_field_and_bad_quantity_and_int32_overflow_are_reported(crd):
     broken = make(RESOURCES["cpu-only"])
     head = broken["spec"]["rayClusterSpec"]["headGroupSpec"]
     head["template"]["spec"]["containers"][0]["resourceLimits"] = {}
     head["rayStartParams"]["num-cpus"] = 0  # a map of strings
     broken["spec"]["ttlSecondsAfterFinished"] = 2**31
     del broken["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["groupName"]
-    problems = "\n".join(validate_against_kuberay(broken))
+    problems = "\n".join(validate_against_kuberay(broken, crd))
     assert "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0]: " in problems
     assert "'resourceLimits' was unexpected" in problems
     assert (
@@ -111,12 +121,11 @@ def test_misspelt_field_and_bad_quantity_and_int32_overflow_are_reported():
     assert "spec.rayClusterSpec.workerGroupSpecs[0]: 'groupName' is a required property" in problems
 
 
-@needs_crd
-def test_wrong_kind_and_owner_reference_without_uid_are_reported():
+def test_wrong_kind_and_owner_reference_without_uid_are_reported(crd):
     broken = make(RESOURCES["cpu-only"])
     broken["kind"] = "RayCluster"
     del broken["metadata"]["ownerReferences"][0]["uid"]
-    problems = validate_against_kuberay(broken)
+    problems = validate_against_kuberay(broken, crd)
     assert "kind: expected 'RayJob', got 'RayCluster'" in problems
     assert "metadata.ownerReferences[0]: 'uid' is a required property" in problems
 
