@@ -115,3 +115,26 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(admin: Path) -> None
     assert can(admin, sa, "list", "trainingpipelines.trainpipe.io", "--all-namespaces") == "no"
     assert can(admin, sa, "get", "secrets/ray-token", "-n", "default") == "no"
     assert can(admin, sa, "watch", "customresourcedefinitions.apiextensions.k8s.io") == "yes"
+
+
+def test_the_probes_resources_and_network_policy_are_stored_as_rendered(admin: Path) -> None:
+    """The API server keeps every field of the readiness probe, the
+    requests and limits and the NetworkPolicy (a misspelt field would be
+    pruned and the stored object would differ)."""
+    ensure_namespace(admin, NAMESPACE)
+    docs = render(CHART / "ci" / "networkpolicy-values.yaml", sets={"rayCluster.enabled": "true"},
+                  release="secrel", namespace=NAMESPACE)
+    deployment, policy = one(docs, "Deployment"), one(docs, "NetworkPolicy")
+    applied(admin, [policy])
+    stored = json.loads(kubectl(admin, "get", "networkpolicy", policy["metadata"]["name"], "-n", NAMESPACE,
+                                "-o", "json").stdout)
+    assert stored["spec"] == policy["spec"]
+    dry = json.loads(kubectl(admin, "apply", "--dry-run=server", "-o", "json", "-f", "-",
+                             input=yaml.safe_dump(deployment)).stdout)
+    (container,) = dry["spec"]["template"]["spec"]["containers"]
+    (rendered,) = deployment["spec"]["template"]["spec"]["containers"]
+    probe = container["readinessProbe"]
+    assert probe["httpGet"] == {**rendered["readinessProbe"]["httpGet"], "scheme": "HTTP"}  # the server's default
+    assert {k: probe[k] for k in rendered["readinessProbe"] if k != "httpGet"} == {
+        k: v for k, v in rendered["readinessProbe"].items() if k != "httpGet"}
+    assert container["resources"] == rendered["resources"]
