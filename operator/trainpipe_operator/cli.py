@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--ray-address", help="default Ray Job API address ($TRAINPIPE_RAY_ADDRESS)")
     operator.add_argument("--namespace", action="append", default=None, help="watch only these (repeatable)")
     operator.add_argument("--metrics-port", type=int, help="/metrics port, 0: off ($TRAINPIPE_METRICS_PORT, 9090)")
-    operator.add_argument("--liveness-port", type=int, help="/healthz port, 0: off ($TRAINPIPE_LIVENESS_PORT, 8080)")
+    operator.add_argument("--liveness-port", type=int,
+                          help="/healthz and /readyz port, 0: off ($TRAINPIPE_LIVENESS_PORT, 8080)")
     operator.add_argument("--trainer-metrics-port", type=int,
                           help="training jobs serve trainpipe_* metrics here, 0: off ($TRAINPIPE_TRAINER_METRICS_PORT, 0)")
     operator.add_argument("--poll-seconds", type=float, help="reconcile interval ($TRAINPIPE_POLL_SECONDS, 2)")

@@ -38,7 +38,7 @@ class OperatorSettings:
     """The operator's own /metrics (0: off)."""
 
     liveness_port: int = field(default_factory=lambda: int(os.environ.get("TRAINPIPE_LIVENESS_PORT", "8080")))
-    """``/healthz`` for the liveness probe (0: off)."""
+    """``/healthz`` (liveness) and ``/readyz`` (readiness) on this port (0: off)."""
 
     namespaces: list[str] = field(default_factory=lambda: [
         n for n in os.environ.get("TRAINPIPE_NAMESPACES", "").split(",") if n])
