@@ -168,18 +168,18 @@ class Reconciler:
         return base64.b64decode(data["token"]).decode().strip()
 
     def _gpu_source(self, pipeline: TrainingPipeline) -> Callable[[Evidence], GpuMeasurement] | None:
-        """Prometheus when the operator has one: a CPU-only job simply has no
-        series (the check is skipped, saying so); an unreachable Prometheus
-        fails the check. Without one, the job's own NVML mean."""
+        """Prometheus when the operator has one: the DCGM series of the GPUs
+        the job's ranks recorded (by UUID) over its window; a GPU job without
+        a measurement fails the check, saying why (gates/execution.py).
+        Without one, the job's own NVML mean."""
         if not self.settings.prometheus_url:
             return None
-        source = PromQLGpuSource(self.settings.prometheus_url, self.settings.gpu_query)
+        source = PromQLGpuSource(self.settings.prometheus_url, self.settings.gpu_query,
+                                 self.settings.gpu_sm_query or None)
         meta = pipeline.metadata
 
         def measure(evidence: Evidence) -> GpuMeasurement:
-            start = _parse(evidence.timings.started_at)
-            end = _parse(evidence.timings.finished_at)
-            return source.measure(meta.namespace or "default", meta.name, evidence.job_name, start, end)
+            return source.measure_evidence(meta.namespace or "default", meta.name, evidence)
 
         return measure
 
