@@ -184,3 +184,52 @@ def test_a_gpu_pipeline_whose_preflight_ran_on_the_cpu_fails_planning() -> None:
     assert gpu.result == "fail" and "gpusPerWorker is 1" in gpu.message and "'cpu'" in gpu.message
     on_gpu = report.model_copy(update={"device": "cuda"})
     assert check_preflight(on_gpu, "p", gpus_requested=1).result == "pass"
+
+
+# ------------------------------------- where a GPU pipeline's preflight runs
+
+def _job_file(tmp_path, action: str, gpus: int):
+    from trainpipe_trainer.contract.job_config import JobConfig
+
+    extra = {"evaluate": {"checkpoint": "best_model.pt"}} if action == "evaluate" else {}
+    config = JobConfig.model_validate({"name": "j", "runDir": str(tmp_path / action), "action": action,
+                                       "resources": {"gpusPerWorker": gpus}, **extra})
+    path = tmp_path / f"{action}-{gpus}.yaml"
+    path.write_text(config.to_yaml(), encoding="utf-8")
+    return path
+
+
+def test_a_gpu_pipelines_one_process_jobs_ask_ray_for_a_gpu_driver(tmp_path) -> None:
+    """Otherwise Ray runs the preflight on a CPU-only head, where it would find
+    no CUDA and (rightly) fail Planning."""
+    from trainpipe_operator.kuberay.rayjob import build_rayjob
+    from trainpipe_operator.pipeline.launchers import entrypoint_gpus
+    from trainpipe_operator.spec.pipeline import ResourcesSpec
+
+    assert entrypoint_gpus(_job_file(tmp_path, "preflight", 2)) == 1.0
+    assert entrypoint_gpus(_job_file(tmp_path, "evaluate", 1)) == 1.0
+    assert entrypoint_gpus(_job_file(tmp_path, "train", 1)) == 0.0  # Ray Train workers request their own
+    assert entrypoint_gpus(_job_file(tmp_path, "preflight", 0)) == 0.0
+    owner = {"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline", "name": "d", "uid": "u"}
+    storage = {"claimName": "c", "mountPath": "/artifacts"}
+    args = ("d-planning-1", "ml", owner, "img", "/artifacts/job.yaml", ResourcesSpec(gpus_per_worker=1), storage, None)
+    assert build_rayjob(*args, entrypoint_gpus=1.0)["spec"]["entrypointNumGpus"] == 1.0
+    assert "entrypointNumGpus" not in build_rayjob(*args)["spec"]
+
+
+def test_the_charts_query_values_reach_the_operators_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.chart_render import one, render
+
+    util = 'avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{gpu_uuid=~"{uuid_regex}"}}[{window}s]))'
+    sm = 'avg(avg_over_time(DCGM_FI_PROF_SM_ACTIVE{{gpu_uuid=~"{uuid_regex}"}}[{window}s]))'
+    deployment = one(render(sets={"operator.prometheusUrl": "http://prom:9090", "operator.gpuQuery": util,
+                                  "operator.gpuSmQuery": sm}), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for item in container["env"]:
+        monkeypatch.setenv(item["name"], item.get("value", ""))
+    settings = OperatorSettings()
+    assert (settings.gpu_query, settings.gpu_sm_query) == (util, sm)
+    queries = PromQLGpuSource(settings.prometheus_url, settings.gpu_query, settings.gpu_sm_query).queries(
+        "ml", "d", "j", START, END, [UUID_A])
+    assert queries == (f'avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{gpu_uuid=~"{UUID_A}"}}[600s]))',
+                       f'avg(avg_over_time(DCGM_FI_PROF_SM_ACTIVE{{gpu_uuid=~"{UUID_A}"}}[600s]))')

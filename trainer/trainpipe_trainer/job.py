@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainpipe_trainer.contract.evidence import EpochRecord, Evidence, ExceptionInfo, RankGpus, Timings
+from trainpipe_trainer.contract.evidence import (
+    EpochRecord,
+    Evidence,
+    ExceptionInfo,
+    RankGpus,
+    Timings,
+)
 from trainpipe_trainer.contract.job_config import JobConfig
 from trainpipe_trainer.engine import checkpoint as ckpt
 from trainpipe_trainer.engine.distributed import DistContext, current_context
