@@ -168,7 +168,7 @@ def check_losses_finite(evidence: Evidence, files: RunFiles) -> Check:
 def _sm_note(sm_active: float | None) -> tuple[str, bool]:
     """(message fragment, poor?) for the SM activity."""
     if sm_active is None:
-        return " SM activity: not published by the exporter (DCGM_FI_PROF_SM_ACTIVE).", False
+        return " SM activity: not measured (DCGM_FI_PROF_SM_ACTIVE not published, or no Prometheus).", False
     if sm_active >= SM_ACTIVE_GOOD:
         return f" SM activity {sm_active:.2f} (good, >= {SM_ACTIVE_GOOD}).", False
     if sm_active < SM_ACTIVE_POOR:
