@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from trainpipe_trainer.contract.evidence import Evidence, RankGpus
@@ -108,3 +109,15 @@ def test_a_preflight_that_asked_for_a_gpu_and_got_the_cpu_fails(make_job) -> Non
     assert report.device == "cpu"
     assert report.error is not None and "CUDA is not available" in report.error
     assert report.loss_finite  # the rest of the preflight still ran and is reported
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_each_record_their_device_gathered_by_rank_0(make_job) -> None:
+    """The gather is a real collective (gloo): rank 0's evidence holds both."""
+    from trainpipe_trainer.launch import launch
+
+    config = make_job("ddp-gpus", resources={"workers": 2}, train={"epochs": 1})
+    evidence = launch(config)
+    assert isinstance(evidence, Evidence) and evidence.status == "completed", evidence
+    assert [(g.rank, g.device, g.gpu_uuids) for g in evidence.gpus] == [(0, "cpu", []), (1, "cpu", [])]
+    assert all(g.host and g.reason for g in evidence.gpus)
