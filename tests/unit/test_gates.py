@@ -43,6 +43,12 @@ def make_spec(**sections: Any) -> PipelineSpec:
     return PipelineSpec.model_validate(sections)
 
 
+def gpu_spec(**sections: Any) -> PipelineSpec:
+    """A pipeline that requested a GPU: the gpu-utilization check applies."""
+    sections.setdefault("resources", {"gpusPerWorker": 1})
+    return make_spec(**sections)
+
+
 def _epoch(num: int) -> dict[str, Any]:
     train_loss = 2.0 * 0.6 ** (num - 1)
     train_acc = min(0.5 + 0.08 * (num - 1), 0.97)
@@ -130,7 +136,7 @@ GOOD_GPU = GpuMeasurement(util_mean=75.0, sm_active=0.85)
 def run_exec(ev: Evidence | None = None, spec: PipelineSpec | None = None, gpu: GpuMeasurement | None = GOOD_GPU,
              budget: float | None = BUDGET, checkpoint_every: int | None = 1, **file_overrides: Any) -> dict:
     ev = ev if ev is not None else evidence()
-    checks = execution_checks(ev, files(ev, **file_overrides), gpu, spec or make_spec(), budget,
+    checks = execution_checks(ev, files(ev, **file_overrides), gpu, spec or gpu_spec(), budget,
                               checkpoint_every=checkpoint_every)
     return {c.id: c for c in checks}
 
@@ -139,7 +145,7 @@ def baseline_gate(ev: Evidence | None = None, spec: PipelineSpec | None = None, 
                   rerun: Evidence | None = None, gpu: GpuMeasurement | None = GOOD_GPU,
                   budget: float | None = BUDGET, **file_overrides: Any) -> GateResult:
     ev = ev if ev is not None else evidence()
-    return evaluate_baseline(ev, files(ev, **file_overrides), gpu, spec or make_spec(), budget, decision, rerun)
+    return evaluate_baseline(ev, files(ev, **file_overrides), gpu, spec or gpu_spec(), budget, decision, rerun)
 
 
 # ------------------------------------------------------------ checks helpers
@@ -257,17 +263,16 @@ def test_losses_finite(ev, result, value, needle):
     (GpuMeasurement(util_mean=90.0, sm_active=0.9), {}, "pass", "SM activity 0.90 (good"),
     (GpuMeasurement(util_mean=90.0, sm_active=0.65), {}, "pass", "(fair"),
     (GpuMeasurement(util_mean=95.0, sm_active=0.2), {}, "warn", "SM activity 0.20 is poor"),
-    (GpuMeasurement.not_applicable("no GPU allocated (resources.gpusPerWorker is 0)"), {}, "skip",
-     "no GPU allocated"),
+    (GpuMeasurement.absent("no series for the job's GPUs"), {}, "fail", "No evidence, no pass"),
     (GpuMeasurement.unreachable("GET http://prometheus:9090 failed: connection refused"), {}, "fail",
      "connection refused"),
 ])
 def test_gpu_utilization(gpu, gates, result, needle):
-    check = run_exec(spec=make_spec(gates=gates), gpu=gpu)["gpu-utilization"]
+    check = run_exec(spec=gpu_spec(gates=gates), gpu=gpu)["gpu-utilization"]
     assert check.result == result and check.mandatory
     assert needle in check.message
     if result != "skip":
-        assert check.threshold == make_spec(gates=gates).gates.gpu_util_min
+        assert check.threshold == gpu_spec(gates=gates).gates.gpu_util_min
     if gpu.util_mean is not None:
         assert check.value == gpu.util_mean
 
@@ -275,7 +280,7 @@ def test_gpu_utilization(gpu, gates, result, needle):
 def test_gpu_utilization_falls_back_to_the_trainers_nvml_mean():
     check = run_exec(evidence(gpu_util_mean=70.0), gpu=None)["gpu-utilization"]
     assert (check.result, check.value, check.evidence) == ("pass", 70.0, "evidence.json (NVML)")
-    assert run_exec(evidence(), gpu=None)["gpu-utilization"].result == "skip"
+    assert run_exec(evidence(), gpu=None)["gpu-utilization"].result == "fail"  # GPU requested, none measured
 
 
 @pytest.mark.parametrize(("ev", "budget", "result"), [
@@ -434,7 +439,7 @@ def test_baseline_gate_non_mandatory_fail_does_not_fail_it():
 def test_gpu_thresholds_from_the_spec_change_the_gate():
     gpu = GpuMeasurement(util_mean=30.0)
     assert not baseline_gate(gpu=gpu).passed
-    assert baseline_gate(gpu=gpu, spec=make_spec(gates={"gpuUtilMin": 25, "gpuUtilWarn": 20})).passed
+    assert baseline_gate(gpu=gpu, spec=gpu_spec(gates={"gpuUtilMin": 25, "gpuUtilWarn": 20})).passed
 
 
 @pytest.mark.parametrize(("report_text", "result", "value", "needle"), [
@@ -611,7 +616,7 @@ def final_gate(ev: Evidence | None = None, spec: PipelineSpec | None = None, tes
     ev = ev if ev is not None else evidence(n=12)
     return evaluate_finalization(
         ev, files(ev, run_dir="05_finalization"), gpu,
-        spec or make_spec(target={"metric": "test_acc", "value": 0.85}), BUDGET,
+        spec or gpu_spec(target={"metric": "test_acc", "value": 0.85}), BUDGET,
         None if no_test else (test or test_evaluation()), None if no_export else (export or export_report()),
         guide, approved, budget_exhausted,
     )

@@ -24,11 +24,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainpipe_trainer.contract.evidence import EpochRecord, Evidence, ExceptionInfo, Timings
+from trainpipe_trainer.contract.evidence import (
+    EpochRecord,
+    Evidence,
+    ExceptionInfo,
+    RankGpus,
+    Timings,
+)
 from trainpipe_trainer.contract.job_config import JobConfig
 from trainpipe_trainer.engine import checkpoint as ckpt
 from trainpipe_trainer.engine.distributed import DistContext, current_context
 from trainpipe_trainer.engine.environment import write_environment
+from trainpipe_trainer.engine.gpu_identity import describe as describe_gpus
+from trainpipe_trainer.engine.gpu_identity import gather_rank_gpus
 from trainpipe_trainer.engine.gpu_monitor import GpuMonitor, GpuSample, format_sample
 from trainpipe_trainer.engine.loop import Engine, TrainingParts
 from trainpipe_trainer.engine.nan_guard import NonFiniteTrainingError
@@ -91,6 +99,9 @@ def run_job(
     seed_everything(config.seed, config.deterministic)
     if ctx.is_main:
         write_environment(run_dir / "environment.json", seeds)
+    gpus = gather_rank_gpus(ctx.rank, ctx.world_size, ctx.device)  # every rank: a collective
+    if ctx.is_main:
+        log.info("Devices: %s", describe_gpus(gpus))
 
     owns_telemetry = telemetry is None
     monitor = engine = None
@@ -134,7 +145,7 @@ def run_job(
         if telemetry is not None and owns_telemetry:
             telemetry.close()
 
-    evidence = _evidence(config, ctx, engine, status, reason, exc_info, started, started_at, monitor)
+    evidence = _evidence(config, ctx, engine, status, reason, exc_info, started, started_at, monitor, gpus)
     if ctx.is_main:
         evidence.write(run_dir / "evidence.json")
         _write_metrics_json(run_dir, evidence.epochs)
@@ -192,6 +203,7 @@ def _evidence(
     started: float,
     started_at: datetime,
     monitor: GpuMonitor | None,
+    gpus: list[RankGpus] | None = None,
 ) -> Evidence:
     run_dir = Path(config.run_dir)
     history = engine.progress.history if engine else []
@@ -231,6 +243,7 @@ def _evidence(
             finished_at=datetime.now(timezone.utc).isoformat(),
         ),
         gpu_util_mean=gpu_mean,
+        gpus=gpus or [],
         world_size=ctx.world_size,
         log_path=str(log_text.relative_to(run_dir)),
         exception=exc_info,

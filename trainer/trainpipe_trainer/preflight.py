@@ -66,6 +66,24 @@ def job_device(config: JobConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def gpu_problem(config: JobConfig, cuda_available: bool) -> str | None:
+    """Why a job that asked for GPUs would train on the CPU; None when it
+    would not. A GPU job on the CPU is a failure, not a warning: it would
+    spend the budget at a fraction of the speed, and no GPU measurement
+    could ever pass its gate."""
+    wanted = config.resources.gpus_per_worker
+    if wanted <= 0 or cuda_available:
+        return None
+    import socket
+
+    build = torch.version.cuda or "none (a CPU-only build of torch)"
+    return (
+        f"resources.gpusPerWorker is {wanted:g} but CUDA is not available on {socket.gethostname()} "
+        f"(torch {torch.__version__}, CUDA build {build}): the job would train on the CPU. "
+        "Run it where a GPU is visible, or set spec.resources.gpusPerWorker to 0"
+    )
+
+
 def one_batch(config: JobConfig, dataset: Any, shuffle: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The first batch of a DataLoader built with the job's loader settings."""
     from trainpipe_trainer.data import EpochSampler
@@ -102,6 +120,10 @@ def run_preflight(config: JobConfig) -> PreflightReport:
         except Exception as exc:  # noqa: BLE001 - every failure must become the report
             report.error = _error(exc)
             log.error("Preflight failed: %s\n%s", report.error, "".join(traceback.format_exception(exc)))
+        problem = gpu_problem(config, torch.cuda.is_available())
+        if problem:
+            log.error("Preflight failed: %s", problem)
+            report.error = f"{report.error}; {problem}" if report.error else problem
         report.ok = report.error is None and _passed(report)
         report.seconds = time.perf_counter() - started
         report.write(run_dir / PREFLIGHT_FILE)

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from trainpipe_operator.kuberay.rayjob import build_rayjob, rayjob_outcome
-from trainpipe_operator.pipeline.launchers import INTERRUPTED, JobOutcome, JobPending
+from trainpipe_operator.pipeline.launchers import (
+    INTERRUPTED,
+    JobOutcome,
+    JobPending,
+    entrypoint_gpus,
+)
 from trainpipe_operator.spec.pipeline import ResourcesSpec
 
 log = logging.getLogger(__name__)
@@ -54,7 +59,8 @@ class RayJobLauncher:
             if exc.status != 404:
                 raise
             body = build_rayjob(name, self.namespace, self.owner, self.image, str(job_file), self.resources,
-                                self.storage, service_account=None, metrics_port=self.metrics_port)
+                                self.storage, service_account=None, metrics_port=self.metrics_port,
+                                entrypoint_gpus=entrypoint_gpus(job_file))
             self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
             log.info("created RayJob %s/%s for %s", self.namespace, name, submission_id)
             if self.on_submit is not None:

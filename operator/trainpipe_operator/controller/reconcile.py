@@ -168,20 +168,8 @@ class Reconciler:
         return base64.b64decode(data["token"]).decode().strip()
 
     def _gpu_source(self, pipeline: TrainingPipeline) -> Callable[[Evidence], GpuMeasurement] | None:
-        """Prometheus when the operator has one: a CPU-only job simply has no
-        series (the check is skipped, saying so); an unreachable Prometheus
-        fails the check. Without one, the job's own NVML mean."""
-        if not self.settings.prometheus_url:
-            return None
-        source = PromQLGpuSource(self.settings.prometheus_url, self.settings.gpu_query)
         meta = pipeline.metadata
-
-        def measure(evidence: Evidence) -> GpuMeasurement:
-            start = _parse(evidence.timings.started_at)
-            end = _parse(evidence.timings.finished_at)
-            return source.measure(meta.namespace or "default", meta.name, evidence.job_name, start, end)
-
-        return measure
+        return prometheus_gpu_source(self.settings, meta.namespace or "default", meta.name)
 
     def _events(self, before: PipelineStatus, after: PipelineStatus) -> list[Event]:
         events = []
@@ -236,6 +224,23 @@ def phase_entered_at(status: PipelineStatus) -> float | None:
     (or its start); None before it started."""
     entered = status.decisions[-1].time if status.decisions else status.started_at
     return _parse(entered).timestamp() if entered else None
+
+
+def prometheus_gpu_source(settings: OperatorSettings, namespace: str,
+                          pipeline: str) -> Callable[[Evidence], GpuMeasurement] | None:
+    """How the operator measures a job's GPUs: with a Prometheus configured,
+    the DCGM series of the GPUs the job's ranks recorded (by UUID) over its
+    window, through the configured query templates; a GPU job without a
+    measurement fails the check, saying why (gates/execution.py). None
+    without a Prometheus: the job's own NVML mean is used."""
+    if not settings.prometheus_url:
+        return None
+    source = PromQLGpuSource(settings.prometheus_url, settings.gpu_query, settings.gpu_sm_query or None)
+
+    def measure(evidence: Evidence) -> GpuMeasurement:
+        return source.measure_evidence(namespace, pipeline, evidence)
+
+    return measure
 
 
 def _parse(text: str | None) -> datetime:

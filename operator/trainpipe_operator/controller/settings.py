@@ -7,9 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_GPU_QUERY = (
-    'avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{namespace="{namespace}", pod=~"{pod_regex}"}}[{window}s]))'
-)
+from trainpipe_operator.prometheus.gpu import DEFAULT as DEFAULT_GPU_QUERY
+from trainpipe_operator.prometheus.gpu import DEFAULT_SM as DEFAULT_GPU_SM_QUERY
 
 
 @dataclass
@@ -24,9 +23,14 @@ class OperatorSettings:
     """Prometheus the GPU-utilization check queries; none: the check falls
     back to the job's own NVML reading in evidence.json."""
 
-    gpu_query: str = field(default_factory=lambda: os.environ.get("TRAINPIPE_GPU_QUERY", DEFAULT_GPU_QUERY))
-    """PromQL for mean GPU utilization; ``str.format`` fields: namespace,
-    pipeline, job, pod_regex, window (seconds)."""
+    gpu_query: str = field(default_factory=lambda: os.environ.get("TRAINPIPE_GPU_QUERY") or DEFAULT_GPU_QUERY)
+    """PromQL for mean GPU utilization; ``str.format`` fields: uuid_regex (the
+    job's GPU UUIDs, validated and escaped), namespace, pipeline, job,
+    pod_regex, window (seconds). The default selects dcgm-exporter's ``UUID``."""
+
+    gpu_sm_query: str = field(default_factory=lambda: os.environ.get(
+        "TRAINPIPE_GPU_SM_QUERY", DEFAULT_GPU_SM_QUERY))
+    """PromQL for mean SM activity (0-1), same fields; empty: not queried."""
 
     ray_address: str | None = field(default_factory=lambda: os.environ.get("TRAINPIPE_RAY_ADDRESS") or None)
     """Ray Job API used when a pipeline's ``runtime.ray.address`` is empty."""

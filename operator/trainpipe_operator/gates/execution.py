@@ -36,8 +36,11 @@ EPOCH_LINE = re.compile(r"\bEPOCH\s+(\d+)\b")
 # Red flags (docs/gates.md, "Execution checks": leakage-suspect, memorization-suspect).
 LEAKAGE_VAL_ACC = 0.999  # val accuracy at or above this: suspect leakage between splits
 MEMORIZATION_TRAIN_LOSS = 1e-3  # final train loss at or below this: suspect memorization
+# SM activity (DCGM_FI_PROF_SM_ACTIVE, fraction of cycles an SM has a warp;
+# docs/gates.md, gpu-utilization): under STUCK fails, under POOR warns.
 SM_ACTIVE_GOOD = 0.8
 SM_ACTIVE_POOR = 0.5
+SM_ACTIVE_STUCK = 0.1
 # The diagnostics' "convergence-stall" signal: a decrease under this is no learning.
 NO_LEARNING_DECREASE = 0.05
 
@@ -165,7 +168,7 @@ def check_losses_finite(evidence: Evidence, files: RunFiles) -> Check:
 def _sm_note(sm_active: float | None) -> tuple[str, bool]:
     """(message fragment, poor?) for the SM activity."""
     if sm_active is None:
-        return "", False
+        return " SM activity: not measured (DCGM_FI_PROF_SM_ACTIVE not published, or no Prometheus).", False
     if sm_active >= SM_ACTIVE_GOOD:
         return f" SM activity {sm_active:.2f} (good, >= {SM_ACTIVE_GOOD}).", False
     if sm_active < SM_ACTIVE_POOR:
@@ -174,23 +177,56 @@ def _sm_note(sm_active: float | None) -> tuple[str, bool]:
     return f" SM activity {sm_active:.2f} (fair, between {SM_ACTIVE_POOR} and {SM_ACTIVE_GOOD}).", False
 
 
+def _gpu_evidence(gpu: GpuMeasurement) -> str:
+    """Where the numbers came from, which GPUs and over when."""
+    parts = [gpu.source]
+    if gpu.gpus:
+        parts.append("GPUs " + first_few(list(gpu.gpus), 8))
+    if gpu.window:
+        parts.append("window " + gpu.window)
+    return "; ".join(parts)
+
+
 def check_gpu_utilization(evidence: Evidence, gpu: GpuMeasurement | None, spec: PipelineSpec) -> Check:
-    """>= gpuUtilMin passes, gpuUtilWarn..gpuUtilMin warns, below fails. A pass with
-    poor SM activity (< 0.5) is downgraded to a warn: a single tiny kernel reads 100%."""
+    """docs/gates.md, ``gpu-utilization``. Off (``spec.gates.gpuUtilization``)
+    or no GPU requested: skipped, saying which, never a pass. A GPU job
+    without a measurement (no series, Prometheus unreachable, no UUID
+    recorded) fails, saying which. Measured: >= gpuUtilMin passes,
+    gpuUtilWarn..gpuUtilMin warns, below fails; SM activity under
+    ``SM_ACTIVE_STUCK`` fails whatever the utilization (a job spinning in an
+    NCCL collective reads ~100%), under ``SM_ACTIVE_POOR`` downgrades a pass
+    to a warn."""
     minimum, warn_at = spec.gates.gpu_util_min, spec.gates.gpu_util_warn
+    setting = spec.gates.gpu_utilization
+    if not setting.enabled:
+        return Check("gpu-utilization", "skip", "turned-off", None, "spec.gates.gpuUtilization",
+                     f"Turned off by spec.gates.gpuUtilization.enabled: false ({setting.reason}); "
+                     "not measured and not passed.")
+    requested = spec.resources.gpus_per_worker
+    if requested <= 0:
+        return Check("gpu-utilization", "skip", "not-applicable", None, "spec.resources.gpusPerWorker",
+                     "Not applicable: the pipeline requested no GPU (spec.resources.gpusPerWorker is 0).")
     if gpu is None:  # no Prometheus measurement: the trainer's own NVML sampling
         gpu = (GpuMeasurement(util_mean=evidence.gpu_util_mean, source="evidence.json (NVML)")
                if evidence.gpu_util_mean is not None
-               else GpuMeasurement.not_applicable("no GPU measurement for this job", "evidence.json"))
-    ev = gpu.source
+               else GpuMeasurement.absent("the job's evidence holds no NVML utilization sample", "evidence.json"))
+    ev = _gpu_evidence(gpu)
     if gpu.error:
         return failed("gpu-utilization", None, minimum, ev,
-                      f"GPU utilization could not be measured: {gpu.error}.")
+                      f"No evidence, no pass: {requested} GPU(s) per worker requested, but GPU utilization "
+                      f"could not be measured: {gpu.error}.")
     if gpu.util_mean is None:
-        return skipped("gpu-utilization", gpu.reason or "no GPU utilization series for this job", ev)
+        return failed("gpu-utilization", None, minimum, ev,
+                      f"No evidence, no pass: {requested} GPU(s) per worker requested, but there is no GPU "
+                      f"measurement: {gpu.reason or 'no utilization series for the job'}.")
     util = gpu.util_mean
     value = round(util, 2)
     sm_text, sm_poor = _sm_note(gpu.sm_active)
+    if gpu.sm_active is not None and gpu.sm_active < SM_ACTIVE_STUCK:
+        return failed("gpu-utilization", value, minimum, ev,
+                      f"Mean GPU utilization {util:.1f}%, but SM activity is {gpu.sm_active:.2f} "
+                      f"(< {SM_ACTIVE_STUCK}): a kernel was resident while almost no multiprocessor worked, "
+                      "as in a job stuck in an NCCL collective or spinning on one tiny kernel.")
     if util >= minimum:
         if sm_poor:
             return warned("gpu-utilization", value, minimum, ev,

@@ -41,13 +41,16 @@ class GpuMeasurement:
     """Mean GPU utilization over the job, from Prometheus (or NVML).
 
     * ``util_mean`` set: measured, in percent (0-100).
-    * ``util_mean`` None and ``reason`` set: not applicable (no GPU allocated,
-      no series for the job): the check is skipped with that reason.
+    * ``util_mean`` None and ``reason`` set: nothing measured (no series for
+      the job's GPUs, no GPU UUID recorded, no Prometheus): for a job that
+      requested GPUs the check fails with that reason ("no evidence, no
+      pass"); for a CPU job it is not applicable anyway.
     * ``error`` set: the source was unreachable or answered an error: the check
       fails and says so (a gate never passes on a measurement it could not make).
 
     ``sm_active`` is ``DCGM_FI_PROF_SM_ACTIVE`` as a fraction (0-1), None where
-    the exporter does not publish it.
+    the exporter does not publish it. ``gpus`` names what was measured (UUID
+    and host per rank) and ``window`` over when, for the check's evidence.
     """
 
     util_mean: float | None = None
@@ -55,10 +58,15 @@ class GpuMeasurement:
     source: str = "prometheus: DCGM_FI_DEV_GPU_UTIL"
     reason: str | None = None
     error: str | None = None
+    gpus: tuple[str, ...] = ()
+    window: str = ""
 
     @classmethod
     def not_applicable(cls, reason: str, source: str = "prometheus") -> GpuMeasurement:
+        """Nothing measured, and why (the gate decides what that means)."""
         return cls(util_mean=None, source=source, reason=reason)
+
+    absent = not_applicable
 
     @classmethod
     def unreachable(cls, error: str, source: str = "prometheus") -> GpuMeasurement:

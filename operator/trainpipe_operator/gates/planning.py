@@ -195,13 +195,21 @@ def check_samples_finite(report: DataReport | None, evidence: str) -> Check:
                   f"All {report.total_samples} samples decode and are finite.")
 
 
-def check_preflight(preflight: PreflightReport | None, evidence: str) -> Check:
+def check_preflight(preflight: PreflightReport | None, evidence: str, gpus_requested: int = 0) -> Check:
+    """``gpus_requested`` (spec.resources.gpusPerWorker) > 0 and a preflight
+    that ran on the CPU fails: the job asked for GPUs and would not get one."""
     threshold = "a real batch per split; one finite forward and backward pass"
+    if gpus_requested > 0:
+        threshold += "; on a GPU (resources.gpusPerWorker > 0)"
     if preflight is None:
         return failed("preflight", None, threshold, evidence, "The preflight did not run.")
     problems = []
     if preflight.error:
         problems.append(preflight.error)
+    if gpus_requested > 0 and not preflight.device.startswith("cuda") and "CUDA is not available" not in (
+            preflight.error or ""):
+        problems.append(f"spec.resources.gpusPerWorker is {gpus_requested} but the preflight ran on "
+                        f"{preflight.device!r}, not a GPU: the job would train on the CPU")
     bad_splits = [f"{name}: {s.error or 'no batch'}" for name, s in preflight.splits.items()
                   if not s.ok and not s.skipped]
     if bad_splits:
@@ -245,5 +253,5 @@ def evaluate_planning(
         check_split_proportions(data_report, data_path),
         check_split_integrity(data_report, data_path),
         check_samples_finite(data_report, data_path),
-        check_preflight(preflight, join_path(run_dir, PREFLIGHT_FILE)),
+        check_preflight(preflight, join_path(run_dir, PREFLIGHT_FILE), spec.resources.gpus_per_worker),
     ])

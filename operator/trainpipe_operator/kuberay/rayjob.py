@@ -173,6 +173,7 @@ def build_rayjob(
     image_pull_policy: str = "IfNotPresent",
     ray_version: str | None = None,
     metrics_port: int | None = None,
+    entrypoint_gpus: float = 0,
 ) -> dict:
     """The ``ray.io/v1`` RayJob running ``python -m trainpipe_trainer.run
     --config <job_file>`` on a Ray cluster made for it.
@@ -207,6 +208,8 @@ def build_rayjob(
         metrics_port: the port rank 0 serves ``trainpipe_*`` metrics on,
             declared on the worker container as the port named ``metrics``
             (what the chart's PodMonitor scrapes); None: none declared.
+        entrypoint_gpus: ``entrypointNumGpus``: GPUs the driver itself
+            needs (a GPU pipeline's preflight/evaluate); 0: not set.
 
     Raises:
         ValueError: a name KubeRay would refuse, an incomplete owner or storage.
@@ -303,6 +306,9 @@ def build_rayjob(
             "ttlSecondsAfterFinished": int(ttl_seconds),
             "submitterPodTemplate": {"metadata": {"labels": dict(labels)}, "spec": submitter_spec},
             "rayClusterSpec": cluster,
+            # A GPU pipeline's one-process jobs need a GPU for the driver (the
+            # head has none): launchers.entrypoint_gpus.
+            **({"entrypointNumGpus": entrypoint_gpus} if entrypoint_gpus else {}),
         },
     }
 

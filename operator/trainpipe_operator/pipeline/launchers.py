@@ -62,6 +62,20 @@ def trainer_command(job_file: Path, python: str = sys.executable) -> list[str]:
     return [python, "-m", "trainpipe_trainer.run", "--config", str(job_file)]
 
 
+def entrypoint_gpus(job_file: Path) -> float:
+    """GPUs the job's entrypoint (the Ray driver) itself needs: one for a
+    one-process job (preflight, evaluate) of a pipeline that asked for GPUs,
+    so that Ray places it on a GPU node rather than on a CPU-only head, where
+    the preflight would find no CUDA and fail; none for ``train``, whose Ray
+    Train workers request their own."""
+    from trainpipe_trainer.contract.job_config import JobConfig
+
+    config = JobConfig.from_yaml_file(job_file)
+    if config.action in ("preflight", "evaluate") and config.resources.gpus_per_worker > 0:
+        return 1.0
+    return 0.0
+
+
 class ProcessLauncher:
     """A child process per job; its output goes to ``<run_dir>/job_output.log``."""
 
@@ -131,9 +145,11 @@ class RayJobLauncher:
         run_dir.mkdir(parents=True, exist_ok=True)
         output = run_dir / "job_output.log"
         if not self._exists(submission_id):
+            gpus = entrypoint_gpus(job_file)
             self.client.submit_job(
                 entrypoint=" ".join(trainer_command(job_file, python="python")),
                 submission_id=submission_id,
+                entrypoint_num_gpus=gpus or None,
             )
             log.info("submitted Ray job %s", submission_id)
             if self.on_submit is not None:

@@ -1,35 +1,42 @@
 """GPU utilization of a job, from DCGM exporter series in Prometheus.
 
-``PromQLGpuSource(url).measure(namespace, pipeline, job_id, start, end)``
-runs an instant query (``/api/v1/query``) evaluated at ``end`` that averages
-``DCGM_FI_DEV_GPU_UTIL`` over the job's pods and over the window
-``[start, end]``, and (when the exporter publishes it) the same for
-``DCGM_FI_PROF_SM_ACTIVE``. Standard library only (``urllib.request``).
+The job's GPUs are selected by UUID: every rank of a training job records
+the host and the UUIDs of the GPUs it ran on in ``evidence.json``
+(``gpus[].gpu_uuids``), and dcgm-exporter labels every series with the GPU's
+``UUID``. Pod names are no key: a RayJob's pods are named from its
+submission id, and a Ray Job API job runs on a shared RayCluster whose pods
+belong to no job. ``PromQLGpuSource(url).measure_evidence(namespace,
+pipeline, evidence)`` runs an instant query (``/api/v1/query``) evaluated at
+the job's end that averages ``DCGM_FI_DEV_GPU_UTIL`` over those GPUs and the
+job's window (``timings.started_at`` .. ``finished_at``), and, where the
+exporter publishes it, the same for ``DCGM_FI_PROF_SM_ACTIVE``. Standard
+library only (``urllib.request``).
 
 Query templates are Python ``str.format`` strings, so PromQL's own braces are
 doubled (``{{`` ``}}``). The named fields:
 
+* ``{uuid_regex}``: the job's GPU UUIDs as an RE2 alternation
+  (``GPU-a|GPU-b``), each validated (``GPU-``/``MIG-`` and a UUID: the
+  evidence is written by the job, so it is untrusted; ``.*`` never gets into
+  a query) and escaped, for a ``UUID=~"..."`` matcher;
 * ``{namespace}``, ``{pipeline}``, ``{job}``: the values, escaped for a
   PromQL double-quoted string;
-* ``{pod_regex}``: a regular expression matching the job's pod names
-  (``pod_pattern``, default ``{job}-.*``: the RayJob ``<job>`` makes a
-  RayCluster ``<job>-xxxxx`` whose pods are ``<job>-xxxxx-head-yyyyy`` and
-  ``<job>-xxxxx-workers-worker-yyyyy``), already escaped for the string;
+* ``{pod_regex}``: a regular expression matching pod names (``pod_pattern``,
+  default ``{job}-.*``), for templates that select by pod instead;
 * ``{window}``: the window's length in whole seconds (at least 1).
 
-The default pod pattern is a prefix match: name jobs so that no job's name
-followed by ``-`` begins another's (``x-1`` and ``x-1-2`` would share series).
-
-Use them inside ``"..."`` label matchers, as the defaults do. Where a
-ServiceMonitor scrapes dcgm-exporter without ``honorLabels: true``,
-Prometheus renames the exporter's ``namespace``/``pod`` labels to
-``exported_namespace``/``exported_pod``: give a template that selects those.
+Where a ServiceMonitor or relabelling renames dcgm-exporter's labels (e.g.
+``UUID`` to ``uuid``, or ``namespace``/``pod`` to ``exported_namespace``/
+``exported_pod`` without ``honorLabels: true``), give templates that select
+the renamed labels (``TRAINPIPE_GPU_QUERY``, ``TRAINPIPE_GPU_SM_QUERY``).
 
 Outcomes (``GpuMeasurement``): ``util_mean`` set when there is data;
-``not_applicable`` when no Prometheus is configured or no series matches
-(a CPU-only job, or no DCGM exporter); ``unreachable`` (``error`` set,
-naming the URL) when the server cannot be reached, times out, answers an
-HTTP error or a PromQL error, or answers something that is not a number.
+``reason`` set when nothing was measured (no Prometheus configured, no UUID
+recorded, a UUID that is not one, no series for the UUIDs in the window);
+``error`` set (naming the URL) when the server cannot be reached, times
+out, answers an HTTP error or a PromQL error, or answers something that is
+not a number. The gate (gates/execution.py) fails a GPU job on every one of
+these but a measurement.
 """
 
 from __future__ import annotations
@@ -41,25 +48,41 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from trainpipe_operator.gates.inputs import GpuMeasurement
+from trainpipe_trainer.contract.evidence import Evidence
 
 log = logging.getLogger(__name__)
 
 UTIL_METRIC = "DCGM_FI_DEV_GPU_UTIL"
 SM_METRIC = "DCGM_FI_PROF_SM_ACTIVE"
-DEFAULT = 'avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{namespace="{namespace}", pod=~"{pod_regex}"}}[{window}s]))'
-DEFAULT_SM = 'avg(avg_over_time(DCGM_FI_PROF_SM_ACTIVE{{namespace="{namespace}", pod=~"{pod_regex}"}}[{window}s]))'
+# Per GPU first, then across GPUs: a GPU whose series changed labels within
+# the window (a pod label re-mapped) still counts once.
+DEFAULT = 'avg(avg by (UUID) (avg_over_time(DCGM_FI_DEV_GPU_UTIL{{UUID=~"{uuid_regex}"}}[{window}s])))'
+DEFAULT_SM = 'avg(avg by (UUID) (avg_over_time(DCGM_FI_PROF_SM_ACTIVE{{UUID=~"{uuid_regex}"}}[{window}s])))'
 DEFAULT_POD_PATTERN = "{job}-.*"
-NO_SERIES = (
-    "no DCGM_FI_DEV_GPU_UTIL series for the job's pods (a CPU-only job, or no DCGM exporter)"
-)
 NO_PROMETHEUS = "no Prometheus configured"
-_FIELDS = ("namespace", "pipeline", "job", "pod_regex", "window")
+NO_UUIDS = "the job recorded no GPU UUID (evidence.json gpus[].gpu_uuids is empty)"
+NO_WINDOW = "the job recorded no time window (evidence.json timings.started_at/finished_at)"
+_FIELDS = ("uuid_regex", "namespace", "pipeline", "job", "pod_regex", "window")
 _RE2_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
+# NVML's and dcgm-exporter's form: GPU-<uuid> (MIG-<uuid> for a MIG instance).
+UUID_PATTERN = re.compile(
+    r"(GPU|MIG)-[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+)
+MAX_UUIDS = 1024  # a job has at most workers x gpusPerWorker GPUs; bounds the query
+
+
+class InvalidUuid(ValueError):
+    """A GPU UUID from the evidence that is not one (and never enters a query)."""
+
+
+def no_series_reason(uuids: Sequence[str]) -> str:
+    return (f"no {UTIL_METRIC} series for the job's GPU(s) {', '.join(uuids)} in its window "
+            "(is dcgm-exporter scraped on those nodes, and does the series keep its UUID label?)")
 
 
 class QueryError(Exception):
@@ -76,9 +99,46 @@ def regex_literal(value: str) -> str:
     return _RE2_SPECIAL.sub(r"\\\1", value)
 
 
+def valid_uuid(value: object) -> str:
+    """``value`` if it is a GPU UUID (``GPU-``/``MIG-`` and 8-4-4-4-12 hex digits).
+
+    Raises:
+        InvalidUuid: anything else, quoted (shortened) in the message.
+    """
+    if isinstance(value, str) and UUID_PATTERN.fullmatch(value):
+        return value
+    shown = repr(value)[:80]
+    raise InvalidUuid(
+        f"evidence.json gpus[].gpu_uuids holds {shown}, which is not a GPU UUID "
+        "(GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx as NVML and dcgm-exporter write it); "
+        "the job's GPUs cannot be selected"
+    )
+
+
+def uuid_regex(uuids: Sequence[str]) -> str:
+    """An RE2 alternation matching exactly these (validated) UUIDs."""
+    if not uuids:
+        raise InvalidUuid(NO_UUIDS)
+    if len(uuids) > MAX_UUIDS:
+        raise InvalidUuid(f"evidence.json names {len(uuids)} GPUs, more than the {MAX_UUIDS} a job may use")
+    return "|".join(regex_literal(valid_uuid(u)) for u in uuids)
+
+
+def evidence_gpus(evidence: Evidence) -> tuple[list[str], list[str]]:
+    """(distinct UUIDs in rank order, ``UUID (rank N on host)`` descriptions)."""
+    uuids: list[str] = []
+    described: list[str] = []
+    for record in evidence.gpus:
+        for uuid in record.gpu_uuids:
+            described.append(f"{uuid} (rank {record.rank} on {record.host})"[:200])
+            if uuid not in uuids:
+                uuids.append(uuid)
+    return uuids, described
+
+
 def _check_template(name: str, template: str) -> None:
     try:
-        template.format(namespace="ns", pipeline="p", job="j", pod_regex="j-.*", window=60)
+        template.format(uuid_regex="GPU-x", namespace="ns", pipeline="p", job="j", pod_regex="j-.*", window=60)
     except (KeyError, IndexError, ValueError) as exc:
         raise ValueError(
             f"{name} {template!r} is not a str.format template over the fields "
@@ -91,6 +151,17 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
+def _parse_time(text: str | None) -> datetime | None:
+    """An ISO 8601 time from the evidence; None when absent.
+
+    Raises:
+        ValueError: present but not a time.
+    """
+    if not text:
+        return None
+    return _utc(datetime.fromisoformat(text))
+
+
 class PromQLGpuSource:
     """GPU utilization of a job from Prometheus (DCGM exporter series).
 
@@ -98,13 +169,13 @@ class PromQLGpuSource:
         url: Prometheus' base URL (``http://prometheus:9090``, a path prefix
             allowed); None: nothing is measured (``not_applicable``).
         query_template: the utilization query (percent, 0-100); see the
-            module docstring for the fields.
+            module docstring for the fields (default: by the job's UUIDs).
         sm_query_template: the SM-activity query (fraction, 0-1); None or
             empty: not queried.
         timeout: seconds per HTTP request.
-        pod_pattern: ``str.format`` template of the job's pod-name regex
+        pod_pattern: ``str.format`` template of the ``{pod_regex}`` field
             over ``job``, ``pipeline`` and ``namespace`` (each inserted as a
-            regex literal).
+            regex literal); only for templates that select by pod.
         headers: extra HTTP headers (e.g. ``Authorization``).
     """
 
@@ -136,12 +207,25 @@ class PromQLGpuSource:
 
     @property
     def source(self) -> str:
-        return f"prometheus ({self.url}): {UTIL_METRIC}"
+        metrics = UTIL_METRIC + (f", {SM_METRIC}" if self.sm_query_template else "")
+        return f"prometheus ({self.url}): {metrics}"
+
+    @property
+    def needs_uuids(self) -> bool:
+        """The utilization template selects by ``{uuid_regex}`` (the default does)."""
+        return "{uuid_regex}" in self.query_template
 
     def queries(
-        self, namespace: str, pipeline: str, job_id: str, start: datetime, end: datetime
+        self, namespace: str, pipeline: str, job_id: str, start: datetime, end: datetime,
+        uuids: Sequence[str] = (),
     ) -> tuple[str, str | None]:
-        """The PromQL the measurement runs (utilization, SM activity)."""
+        """The PromQL the measurement runs (utilization, SM activity).
+
+        Raises:
+            ValueError: ``end`` is before ``start``.
+            InvalidUuid: a UUID is not one, or none is given to a template
+                that selects by UUID.
+        """
         seconds = (_utc(end) - _utc(start)).total_seconds()
         if seconds < 0:
             raise ValueError(
@@ -152,7 +236,10 @@ class PromQLGpuSource:
             pipeline=regex_literal(pipeline),
             namespace=regex_literal(namespace),
         )
+        selects_by_uuid = self.needs_uuids or "{uuid_regex}" in (self.sm_query_template or "")
+        uuid_alternation = uuid_regex(uuids) if selects_by_uuid else ""
         fields = {
+            "uuid_regex": promql_string(uuid_alternation),
             "namespace": promql_string(namespace),
             "pipeline": promql_string(pipeline),
             "job": promql_string(job_id),
@@ -163,25 +250,50 @@ class PromQLGpuSource:
         sm = self.sm_query_template.format(**fields) if self.sm_query_template else None
         return util, sm
 
+    def measure_evidence(self, namespace: str, pipeline: str, evidence: Evidence) -> GpuMeasurement:
+        """The job's GPUs (the UUIDs its ranks recorded) over its window."""
+        uuids, described = evidence_gpus(evidence)
+        if self.url is None:
+            return GpuMeasurement.absent(NO_PROMETHEUS, source="prometheus")
+        try:
+            start = _parse_time(evidence.timings.started_at)
+            end = _parse_time(evidence.timings.finished_at)
+        except ValueError as exc:
+            return GpuMeasurement.absent(f"{NO_WINDOW}: {exc}", source=self.source)
+        if start is None or end is None:
+            return GpuMeasurement.absent(NO_WINDOW, source=self.source)
+        measured = self.measure(namespace, pipeline, evidence.job_name, start, end, uuids=uuids)
+        return GpuMeasurement(
+            util_mean=measured.util_mean, sm_active=measured.sm_active, source=measured.source,
+            reason=measured.reason, error=measured.error, gpus=tuple(described),
+            window=f"{_utc(start).isoformat()} .. {_utc(end).isoformat()}",
+        )
+
     def measure(
-        self, namespace: str, pipeline: str, job_id: str, start: datetime, end: datetime
+        self, namespace: str, pipeline: str, job_id: str, start: datetime, end: datetime,
+        uuids: Sequence[str] = (),
     ) -> GpuMeasurement:
-        """Mean GPU utilization (and SM activity) of the job's pods over
-        ``[start, end]``; naive datetimes are UTC.
+        """Mean GPU utilization (and SM activity) of the GPUs ``uuids`` (or,
+        with a pod-based template, of the job's pods) over ``[start, end]``;
+        naive datetimes are UTC.
 
         Raises:
             ValueError: ``end`` is before ``start``.
         """
         if self.url is None:
-            return GpuMeasurement.not_applicable(NO_PROMETHEUS)
-        util_query, sm_query = self.queries(namespace, pipeline, job_id, start, end)
+            return GpuMeasurement.absent(NO_PROMETHEUS)
+        try:
+            util_query, sm_query = self.queries(namespace, pipeline, job_id, start, end, uuids)
+        except InvalidUuid as exc:
+            return GpuMeasurement.absent(str(exc), source=self.source)
         at = _utc(end).timestamp()
         try:
             util = self._value(util_query, at)
         except QueryError as exc:
             return GpuMeasurement.unreachable(str(exc), source=self.source)
         if util is None:
-            return GpuMeasurement.not_applicable(NO_SERIES, source=self.source)
+            reason = no_series_reason(uuids) if uuids else f"no {UTIL_METRIC} series for the job ({util_query})"
+            return GpuMeasurement.absent(reason, source=self.source)
         sm: float | None = None
         if sm_query:
             try:

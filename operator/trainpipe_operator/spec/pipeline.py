@@ -129,6 +129,29 @@ class FinalizationSpec(CamelModel):
     )
 
 
+class GpuUtilizationGateSpec(CamelModel):
+    """The gpu-utilization check (docs/gates.md). A person may turn it off
+    for one pipeline, saying why; the status then reports it as turned off,
+    never as passed."""
+
+    enabled: bool = Field(
+        True, description="false turns the gpu-utilization check off for this pipeline (reason required)"
+    )
+    reason: str | None = Field(
+        None, min_length=1, max_length=500,
+        description="why the check is off (shown in the status); required when enabled is false",
+    )
+
+    @model_validator(mode="after")
+    def _reason_when_off(self) -> GpuUtilizationGateSpec:
+        if not self.enabled and not (self.reason and self.reason.strip()):
+            raise ValueError(
+                "spec.gates.gpuUtilization.reason is required when enabled is false: "
+                "say why the GPU-utilization check is turned off (it is shown in the status)"
+            )
+        return self
+
+
 class GatesSpec(CamelModel):
     loss_decrease_min: float = Field(
         0.5, ge=0, le=1, description="(initial - final) / initial train loss below this warns"
@@ -138,6 +161,10 @@ class GatesSpec(CamelModel):
     epoch_time_jitter: float = Field(0.2, gt=0, le=10, description="allowed deviation from the median epoch time")
     overfit_gap: float = Field(0.1, gt=0, le=1, description="train - val accuracy gap that signals overfitting")
     reproducibility: bool = Field(False, description="re-run the baseline with the same seed and compare losses")
+    gpu_utilization: GpuUtilizationGateSpec = Field(
+        default_factory=GpuUtilizationGateSpec,
+        description="the gpu-utilization check: enabled (default true), or off with a reason",
+    )
 
     @model_validator(mode="after")
     def _warn_below_min(self) -> GatesSpec:

@@ -61,6 +61,23 @@ class Timings(BaseModel):
     finished_at: str | None = None
 
 
+class RankGpus(BaseModel):
+    """The GPUs one rank ran on: the operator's GPU check selects the DCGM
+    series of exactly these UUIDs (dcgm-exporter's ``UUID`` label) over the
+    job's window (``timings.started_at`` .. ``finished_at``), whatever the
+    pods are named. Written by the job, so the operator validates every
+    UUID before it goes into a query."""
+
+    rank: int
+    host: str = Field(description="the node's hostname, as the rank saw it")
+    device: str = Field(description='the torch device the rank trained on, e.g. "cuda:0" or "cpu"')
+    gpu_uuids: list[str] = Field(
+        default_factory=list, description='NVIDIA UUIDs ("GPU-...") of the devices the rank used'
+    )
+    gpu_names: list[str] = Field(default_factory=list, description="their model names")
+    reason: str | None = Field(default=None, description="why no UUID was recorded (CPU, no CUDA, ...)")
+
+
 class Evidence(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -84,6 +101,9 @@ class Evidence(BaseModel):
     environment: dict[str, Any] = Field(default_factory=dict)
     timings: Timings = Field(default_factory=Timings)
     gpu_util_mean: float | None = None
+    gpus: list[RankGpus] = Field(
+        default_factory=list, description="per rank: host and GPU UUIDs (empty: not recorded)"
+    )
     world_size: int = 1
     log_path: str = "logs/training.log"
     metrics_path: str = "logs/metrics.json"
