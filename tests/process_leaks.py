@@ -57,12 +57,21 @@ def carriers(marker: str, exclude: set[int] | frozenset[int] = frozenset()) -> l
 
 
 def leftovers(marker: str, grace: float = 15.0) -> list[Leftover]:
-    """What still carries ``marker`` (other than this process) after waiting up to ``grace`` s
-    for processes that are on their way out."""
+    """What still carries ``marker`` (other than this process and its own
+    multiprocessing helpers) after waiting up to ``grace`` s for processes
+    that are on their way out."""
     deadline = time.monotonic() + grace
-    while (left := carriers(marker, {os.getpid()})) and time.monotonic() < deadline:
+    while (left := _not_ours(carriers(marker, {os.getpid()}))) and time.monotonic() < deadline:
         time.sleep(0.5)
     return left
+
+
+def _not_ours(processes: list[Leftover]) -> list[Leftover]:
+    """Leave out this process's multiprocessing resource tracker: torch's DDP
+    tests start it in the pytest process itself (one-process runs), and it
+    ends when this process does (it reads a pipe this process holds)."""
+    return [p for p in processes
+            if not (p.ppid == os.getpid() and "multiprocessing.resource_tracker" in p.command)]
 
 
 def kill(processes: list[Leftover]) -> None:

@@ -4,6 +4,7 @@ does): nothing a test or the dev cluster starts outlives its teardown."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -79,3 +80,24 @@ def test_the_session_leak_check_finds_a_process_that_carries_its_marker(tmp_path
         assert process_leaks.leftovers(marker, grace=0) == []
     finally:
         stray.kill()
+
+
+def test_the_leak_check_leaves_out_only_this_process_s_own_resource_tracker(tmp_path: Path) -> None:
+    from tests import process_leaks
+
+    marker = f"leak-check-{os.getpid()}-{time.monotonic_ns()}"
+    env = {"PATH": "/usr/bin:/bin", process_leaks.MARKER_VAR: marker}
+    # Same command line as multiprocessing's tracker: one is this process's
+    # child (ends with it), the other was handed to pid 1 (a leak).
+    looks_like_tracker = [sys.executable, "-c", "import time; time.sleep(600)  # multiprocessing.resource_tracker"]
+    own = subprocess.Popen(looks_like_tracker, env=env)
+    launcher = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; "
+                                 f"print(subprocess.Popen({looks_like_tracker!r}, start_new_session=True, "
+                                 "stdout=subprocess.DEVNULL).pid)"],
+                                env=env, stdout=subprocess.PIPE, text=True)
+    orphan = int(launcher.communicate(timeout=30)[0])
+    try:
+        assert [p.pid for p in process_leaks.leftovers(marker, grace=0)] == [orphan]
+    finally:
+        own.kill()
+        os.kill(orphan, 9)
