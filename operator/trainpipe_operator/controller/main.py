@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from trainpipe_operator.admission import webhook
+from trainpipe_operator.admission.approval import ApprovalKey
 from trainpipe_operator.controller import handlers
 from trainpipe_operator.controller.metrics import METRICS
 from trainpipe_operator.controller.reconcile import Reconciler
@@ -41,8 +43,14 @@ def run_operator(settings: OperatorSettings, kubeconfig: Path | None = None, jso
     # time the loop wakes from I/O it can wait that long behind a reconcile.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     core, custom = _kubernetes_clients(kubeconfig)
-    handlers.RECONCILER = Reconciler(settings, core, custom)
+    # The approval key lives only in this process: the webhook signs with it,
+    # the reconciler acts only on what it signed. No webhook: no key, no approval.
+    key = ApprovalKey() if settings.webhook_port else None
+    handlers.RECONCILER = Reconciler(settings, core, custom, approval_key=key)
     registry = handlers.register(settings.poll_seconds)
+    if key is not None:
+        webhook.register(webhook.Webhook(settings, key, webhook.kubernetes_review(core.api_client)),  # type: ignore[attr-defined]
+                         registry)
     if settings.metrics_port:
         METRICS.serve(settings.metrics_port)
     kopf.configure(verbose=False, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
