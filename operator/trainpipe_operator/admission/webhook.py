@@ -96,11 +96,12 @@ class Webhook:
         namespace, name = meta.get("namespace") or "default", meta.get("name", "")
         annotations = _annotations(new)
         if operation == "CREATE":
-            if approval.APPROVE_ANNOTATION in annotations or approval.RECORD_ANNOTATION in annotations:
+            given = [k for k in (approval.APPROVE_ANNOTATION, approval.RECORD_ANNOTATION) if k in annotations]
+            if given:
                 raise kopf.AdmissionError(
-                    f"TrainingPipeline {namespace}/{name}: an approval in the manifest is refused: a pipeline is "
-                    f"created unapproved; a person allowed to approve sets {approval.APPROVE_ANNOTATION}="
-                    f"<status.runId> once it is {approval.AWAITING}", code=403)
+                    f"TrainingPipeline {namespace}/{name}: metadata.annotations[{', '.join(given)}]: an approval in "
+                    "the manifest is refused: a pipeline is created unapproved; a person allowed to approve sets "
+                    f"{approval.APPROVE_ANNOTATION}=<status.runId> once it is {approval.AWAITING}", code=403)
             return
         requested = annotations.get(approval.APPROVE_ANNOTATION)
         if requested is None or requested == _annotations(before).get(approval.APPROVE_ANNOTATION):
