@@ -259,3 +259,30 @@ def test_only_the_operator_and_cluster_admins_write_status() -> None:
     for user in ({"username": hook.settings.operator_user, "groups": []},
                  {"username": "admin", "groups": ["system:masters"]}):
         asyncio.run(hook.guard_status(body=new, old=old, userinfo=user))
+
+
+# -------------------------------------------------------------- reconciler
+
+def awaiting_pipeline(annotations: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline",
+            "metadata": {"name": "p", "namespace": "team-a", "uid": "uid-p", "generation": 1,
+                         "annotations": annotations},
+            "spec": {"runtime": {"type": "rayjob"}, "approval": {"required": True}},
+            "status": {"phase": "AwaitingApproval", "runId": "run-1", "startedAt": "2026-12-02T07:00:00+00:00"}}
+
+
+@pytest.mark.parametrize(("key", "annotations", "fragment"), [
+    (None, {LEGACY_ANNOTATION: "true"}, "it is off (chart value webhook.enabled)"),
+    (None, {RECORD_ANNOTATION: KEY.sign(record(namespace="team-a", name="p"))}, "it is off"),
+    (KEY, {LEGACY_ANNOTATION: "true"}, "kubectl annotate tp p -n team-a trainpipe.io/approve=run-1"),
+    (KEY, {RECORD_ANNOTATION: json.dumps({"user": "mallory", "run_id": "run-1"})}, "approval not accepted"),
+])
+def test_the_reconciler_moves_nothing_on_an_approval_the_webhook_did_not_sign(
+        tmp_path: Any, key: Any, annotations: dict[str, str], fragment: str) -> None:
+    from trainpipe_operator.controller.reconcile import Reconciler
+
+    reconciler = Reconciler(settings(artifact_root=tmp_path), approval_key=key)
+    result = reconciler.reconcile(awaiting_pipeline(annotations))
+    assert result.status.phase == "AwaitingApproval" and result.status.approval is None
+    assert fragment in result.status.message, result.status.message
+    assert not (tmp_path / "team-a" / "p-uid-p" / "approval.json").exists()
