@@ -53,7 +53,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
     settings = OperatorSettings()
     for name in ("artifact_root", "prometheus_url", "ray_address", "metrics_port", "liveness_port", "poll_seconds",
-                 "trainer_metrics_port"):
+                 "trainer_metrics_port", "webhook_port", "webhook_addr", "webhook_host", "webhook_cert_dir",
+                 "operator_user"):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
@@ -110,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--trainer-metrics-port", type=int,
                           help="training jobs serve trainpipe_* metrics here, 0: off ($TRAINPIPE_TRAINER_METRICS_PORT, 0)")
     operator.add_argument("--poll-seconds", type=float, help="reconcile interval ($TRAINPIPE_POLL_SECONDS, 2)")
+    operator.add_argument("--webhook-port", type=int,
+                          help="admission webhook HTTPS port, 0: off, and no approval possible ($TRAINPIPE_WEBHOOK_PORT, 0)")
+    operator.add_argument("--webhook-addr", help="webhook listen address ($TRAINPIPE_WEBHOOK_ADDR, 127.0.0.1)")
+    operator.add_argument("--webhook-host", help="name the API server calls the webhook by; SAN of a generated "
+                          "certificate ($TRAINPIPE_WEBHOOK_HOST, 127.0.0.1)")
+    operator.add_argument("--webhook-cert-dir", type=Path, help="tls.crt, tls.key, ca.crt for the webhook; default: "
+                          "self-signed ($TRAINPIPE_WEBHOOK_CERT_DIR)")
+    operator.add_argument("--operator-user", help="the user the operator authenticates as; only it may write "
+                          "status ($TRAINPIPE_OPERATOR_USER)")
     operator.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON")
     operator.set_defaults(func=cmd_operator)
     return parser

@@ -17,10 +17,11 @@ def rules_text() -> str:
 
 def operator_rules(scope: str = "all") -> list[dict[str, Any]]:
     """``namespaced``: the rules a Role grants in each watched namespace;
-    ``cluster``: the cluster-scoped reads; ``all``: both (the ClusterRole)."""
+    ``cluster``: the cluster-scoped reads; ``webhook``: what the admission
+    webhook needs (granted with it); ``all``: every one (the ClusterRole)."""
     rules = yaml.safe_load(rules_text())
     if scope == "all":
-        return [*rules["namespaced"], *rules["cluster"]]
+        return [*rules["namespaced"], *rules["cluster"], *rules["webhook"]]
     return list(rules[scope])
 
 

@@ -81,7 +81,7 @@ class OperatorProcess:
     """`trainpipe operator` as a child process with its own log file."""
 
     def __init__(self, kubeconfig: Path, artifact_root: Path, workdir: Path, prometheus_url: str | None = None,
-                 poll_seconds: float = 1.0, trainer_metrics_port: int | None = None) -> None:
+                 poll_seconds: float = 1.0, trainer_metrics_port: int | None = None, webhook: bool = False) -> None:
         self.kubeconfig = kubeconfig
         self.artifact_root = artifact_root
         self.log_path = workdir / "operator.log"
@@ -90,6 +90,10 @@ class OperatorProcess:
         self.prometheus_url = prometheus_url
         self.poll_seconds = poll_seconds
         self.trainer_metrics_port = trainer_metrics_port
+        # The admission webhook on loopback, with a self-signed certificate
+        # (install_webhook points the chart's configurations at it).
+        self.webhook_port = free_port() if webhook else 0
+        self.webhook_certs = workdir / "webhook-certs"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> OperatorProcess:
@@ -100,11 +104,27 @@ class OperatorProcess:
             command += ["--prometheus-url", self.prometheus_url]
         if self.trainer_metrics_port:
             command += ["--trainer-metrics-port", str(self.trainer_metrics_port)]
+        if self.webhook_port:
+            from trainpipe_operator.admission.certs import write_self_signed
+
+            write_self_signed(self.webhook_certs, ["127.0.0.1"])
+            command += ["--webhook-port", str(self.webhook_port), "--webhook-cert-dir", str(self.webhook_certs),
+                        "--operator-user", OPERATOR_USER]
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
         self.proc = subprocess.Popen(command, stdout=self.log_path.open("a"), stderr=subprocess.STDOUT,
                                      start_new_session=True, env=env)
         wait_for("the operator's liveness endpoint", self.alive, timeout=60)
+        if self.webhook_port:
+            wait_for("the operator's admission webhook", self.webhook_listens, timeout=60, interval=0.5)
         return self
+
+    def webhook_listens(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.log_tail()
+        try:
+            with socket.create_connection(("127.0.0.1", self.webhook_port), timeout=2):
+                return True
+        except OSError:
+            return False
 
     def alive(self) -> bool:
         import urllib.request
@@ -189,6 +209,28 @@ def wait_established(kubeconfig: Path, crd: str) -> None:
 
 
 CHART_NAMESPACE = "trainpipe-system"
+OPERATOR_USER = f"system:serviceaccount:{CHART_NAMESPACE}:trainpipe"  # the chart's ServiceAccount
+WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+
+
+def install_webhook(admin: Path, operator: OperatorProcess) -> None:
+    """The chart's webhook configurations (rules, paths, failurePolicy as
+    rendered), pointed at the operator's webhook on loopback: no Service can
+    route here (no nodes), so the Service reference becomes a URL."""
+    from tests.chart_render import render
+
+    ca = base64.b64encode((operator.webhook_certs / "ca.crt").read_bytes()).decode()
+    configs = [d for d in render(release="trainpipe", namespace=CHART_NAMESPACE) if d["kind"] in WEBHOOK_KINDS]
+    for config in configs:
+        for hook in config["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{operator.webhook_port}{path}", "caBundle": ca}
+    apply(admin, configs)
+
+
+def remove_webhook(admin: Path) -> None:
+    for kind in WEBHOOK_KINDS:
+        kubectl(admin, "delete", kind.lower(), "trainpipe", "--ignore-not-found")
 
 
 def operator_as_chart_service_account(control_plane: Any, path: Path) -> Path:

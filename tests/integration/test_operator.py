@@ -1,7 +1,8 @@
 """The operator on a real kube-apiserver + etcd, as the Helm chart's
 ServiceAccount: its rights, the schema the API server enforces, a pipeline
 through every phase on a real Ray head with its status, events, metrics and
-dashboard queries checked, approval, and the GPU gate from a real Prometheus.
+dashboard queries checked, and the GPU gate from a real Prometheus (approval:
+test_approval.py).
 The job lifecycle (re-attach, resubmit, delete, RayJobs) is in
 test_operator_jobs.py: two modules, so that two test workers share them."""
 
@@ -26,7 +27,6 @@ from .operator_harness import (
     free_port,
     get,
     kubectl,
-    phase_of,
     pipeline_manifest,
     wait_for,
     wait_phase,
@@ -219,29 +219,6 @@ def check_dashboard_and_alert_queries(monitored: Monitored) -> None:
 
     wait_for("every dashboard query and alert series to have data after the run", all_have_data,
              timeout=60, interval=2)
-
-
-def test_approval_by_annotation_and_a_spec_change_while_running(cluster: Cluster, operator: OperatorProcess) -> None:
-    name = "approval"
-    manifest = pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET, approval={"required": True})
-    apply(cluster.admin, manifest)
-    wait_for("the pipeline started", lambda: phase_of(cluster, name) not in ("", "Pending"), timeout=120)
-    changed = pipeline_manifest(name, cluster.ray_address, TOKEN_SECRET, approval={"required": True},
-                                baseline={"epochs": 3})
-    apply(cluster.admin, changed)
-    obj = wait_phase(cluster, operator, name, ("AwaitingApproval", "Failed"), timeout=600)
-    status = obj["status"]
-    assert status["phase"] == "AwaitingApproval", status.get("message")
-    spec_applied = next(c for c in status["conditions"] if c["type"] == "SpecApplied")
-    assert spec_applied["status"] == "False" and spec_applied["reason"] == "ChangedWhileRunning"
-    baseline_job = yaml.safe_load((cluster.run_dir(name) / "02_baseline" / "job.yaml").read_text())
-    assert baseline_job["train"]["epochs"] == 2  # the spec it started with
-
-    kubectl(cluster.admin, "annotate", "tp", name, "trainpipe.io/approved=true")
-    obj = wait_phase(cluster, operator, name, ("Succeeded", "Failed"), timeout=120)
-    assert obj["status"]["phase"] == "Succeeded"
-    approval = next(c for c in obj["status"]["gates"]["finalization"]["checks"] if c["id"] == "approval")
-    assert approval["result"] == "pass"
 
 
 def test_with_prometheus_configured_the_gpu_check_never_passes_a_job_it_does_not_apply_to(

@@ -40,6 +40,11 @@ def scenario(name: str) -> Path:
     return CHART / "ci" / f"{name}-values.yaml"
 
 
+def metrics_service(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (service,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-metrics")]
+    return service
+
+
 def env_of(deployment: dict[str, Any]) -> dict[str, str]:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return {e["name"]: e.get("value", "") for e in container["env"]}
@@ -66,7 +71,8 @@ def test_every_scenario_renders_and_there_are_scenarios() -> None:
 def test_defaults_render_the_operator_with_cluster_rbac_metrics_service_and_dashboard() -> None:
     docs = render()
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "MutatingWebhookConfiguration",
+                     "Secret", "Service", "Service", "ServiceAccount", "ValidatingWebhookConfiguration"]
     deployment = one(docs, "Deployment")
     spec = deployment["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
@@ -75,7 +81,8 @@ def test_defaults_render_the_operator_with_cluster_rbac_metrics_service_and_dash
     assert container["image"] == "trainpipe-operator:0.1.0"  # the chart's appVersion
     assert container["args"] == ["operator"]  # JSON logs unless logFormat is plain
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9090, "healthz": 8080}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9090, "healthz": 8080,
+                                                                         "webhook": 9443}
     assert container["resources"]["limits"]["memory"] == "512Mi"
     env = env_of(deployment)
     assert env["TRAINPIPE_ARTIFACT_ROOT"] == "/var/lib/trainpipe/artifacts"
@@ -86,7 +93,7 @@ def test_defaults_render_the_operator_with_cluster_rbac_metrics_service_and_dash
     assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"] == "trainpipe"
     binding = one(docs, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "trainpipe", "namespace": "trainpipe-system"}]
-    service = one(docs, "Service")
+    service = metrics_service(docs)
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     for doc in docs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == "trainpipe", doc["kind"]
@@ -134,7 +141,7 @@ def test_namespaced_scenario_grants_a_role_per_watched_namespace_and_only_cluste
     for role in roles:
         assert role["rules"] == operator_rules("namespaced")
     (cluster_role,) = by_kind(docs, "ClusterRole")
-    assert cluster_role["rules"] == operator_rules("cluster")
+    assert cluster_role["rules"] == operator_rules("cluster") + operator_rules("webhook")
     bindings = by_kind(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     assert env_of(one(docs, "Deployment"))["TRAINPIPE_NAMESPACES"] == "team-a,team-b"
@@ -148,7 +155,7 @@ def test_monitoring_scenario_renders_monitors_and_alerts_with_additional_labels(
         assert one(docs, kind)["metadata"]["labels"]["release"] == "kube-prometheus-stack", kind
     monitor = one(docs, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= one(docs, "Service")["metadata"]["labels"].items()
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics_service(docs)["metadata"]["labels"].items()
     pod_monitor = one(docs, "PodMonitor")
     assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     assert pod_monitor["spec"]["selector"]["matchExpressions"] == [

@@ -115,21 +115,31 @@ def test_the_policy_selects_the_operator_pod_and_no_ray_pod() -> None:
         assert not selects(selector, template["metadata"]["labels"]), template["metadata"]["labels"]
 
 
-def test_enabled_ingress_admits_only_the_metrics_scrape() -> None:
+def test_enabled_ingress_admits_only_the_metrics_scrape_and_the_webhook_calls() -> None:
     docs = render(sets={"networkPolicy.enabled": "true"})
     policy = one(docs, NETPOL)
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    metrics_port = port_number(container_of(docs), "metrics")
+    container = container_of(docs)
+    metrics_port, webhook_port = port_number(container, "metrics"), port_number(container, "webhook")
     assert rules(policy, "ingress") == [([(metrics_port, "TCP")], [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}])]
+         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]),
+        # The API server calls from the control plane's own addresses: any
+        # peer by default, on the webhook's port only.
+        ([(webhook_port, "TCP")], [])]
+
+
+def test_without_the_webhook_ingress_admits_only_the_metrics_scrape() -> None:
+    docs = render(sets={"networkPolicy.enabled": "true", "webhook.enabled": "false"})
+    assert [ports for ports, _ in rules(one(docs, NETPOL), "ingress")] == [[(port_number(container_of(docs),
+                                                                                         "metrics"), "TCP")]]
 
 
 def test_the_metrics_scrapers_are_configurable() -> None:
     peers = [{"ipBlock": {"cidr": "192.168.7.0/24"}}]
     docs = render(sets={"networkPolicy.enabled": "true", "operator.metricsPort": "9100",
                         "networkPolicy.metricsFrom[0].ipBlock.cidr": "192.168.7.0/24"})
-    assert rules(one(docs, NETPOL), "ingress") == [([(9100, "TCP")], peers)]
+    assert rules(one(docs, NETPOL), "ingress")[0] == ([(9100, "TCP")], peers)
 
 
 def test_enabled_egress_admits_dns_the_api_server_and_ray_by_default() -> None:

@@ -203,3 +203,17 @@ def test_a_taken_port_is_named() -> None:
                 HealthServer(Readiness(), loop, port, host="127.0.0.1")
         finally:
             loop.close()
+
+
+def test_the_operator_is_not_ready_until_its_admission_webhook_listens() -> None:
+    from trainpipe_operator.admission import webhook
+    from trainpipe_operator.controller.main import webhook_serving
+
+    was = webhook.is_serving()
+    try:
+        webhook._SERVING.clear()
+        assert webhook_serving() == "the admission webhook is not listening yet"
+        webhook._SERVING.set()
+        assert webhook_serving() is None
+    finally:
+        (webhook._SERVING.set if was else webhook._SERVING.clear)()

@@ -64,8 +64,58 @@ operator package's deploy/operator-rules.yaml kept equal by a test. */}}
 {{- (.Files.Get "files/operator-rules.yaml" | fromYaml).cluster | toYaml -}}
 {{- end -}}
 
+{{- define "trainpipe.rules.webhook" -}}
+{{- if .Values.webhook.enabled -}}
+{{- (.Files.Get "files/operator-rules.yaml" | fromYaml).webhook | toYaml -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "trainpipe.validate" -}}
 {{- if and (eq .Values.rbac.scope "namespaced") (empty .Values.watchNamespaces) -}}
 {{- fail "rbac.scope is namespaced, so watchNamespaces must list at least one namespace to watch" -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The admission webhook: its Service, the cert-manager CA injection, one webhook entry. */}}
+{{- define "trainpipe.webhookService" -}}
+{{- printf "%s-webhook" (include "trainpipe.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "trainpipe.webhookAnnotations" -}}
+{{- if .Values.webhook.certManager.enabled -}}
+annotations:
+  cert-manager.io/inject-ca-from: {{ printf "%s/%s-webhook" .Release.Namespace (include "trainpipe.fullname" .) }}
+{{- end -}}
+{{- end -}}
+
+{{- define "trainpipe.webhook" -}}
+{{- $root := .root -}}
+clientConfig:
+  service:
+    name: {{ .service }}
+    namespace: {{ $root.Release.Namespace }}
+    path: {{ .path }}
+    port: 443
+  {{- if .caBundle }}
+  caBundle: {{ .caBundle }}
+  {{- end }}
+rules:
+  - apiGroups: ["trainpipe.io"]
+    apiVersions: ["v1alpha1"]
+    resources: [{{ .resource | quote }}]
+    operations: {{ toJson .operations }}
+    scope: Namespaced
+failurePolicy: Fail
+matchPolicy: Equivalent
+sideEffects: None
+admissionReviewVersions: ["v1", "v1beta1"]
+timeoutSeconds: {{ $root.Values.webhook.timeoutSeconds }}
+{{- if eq $root.Values.rbac.scope "namespaced" }}
+# Only the watched namespaces (the label Kubernetes >= 1.21 sets on every namespace).
+namespaceSelector:
+  matchExpressions:
+    - key: kubernetes.io/metadata.name
+      operator: In
+      values: {{ toJson $root.Values.watchNamespaces }}
+{{- end }}
 {{- end -}}

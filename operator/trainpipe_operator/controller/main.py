@@ -10,6 +10,8 @@ from pathlib import Path
 
 import kopf
 
+from trainpipe_operator.admission import webhook
+from trainpipe_operator.admission.approval import ApprovalKey
 from trainpipe_operator.controller import handlers
 from trainpipe_operator.controller.health_server import HealthServer
 from trainpipe_operator.controller.metrics import METRICS
@@ -35,6 +37,12 @@ def _kubernetes_clients(kubeconfig: Path | None) -> tuple[object, object]:
 SWITCH_INTERVAL_S = 0.0005
 
 
+def webhook_serving() -> str | None:
+    """Readiness of the admission webhook: the API server refuses every
+    pipeline write (failurePolicy Fail) until it listens."""
+    return None if webhook.is_serving() else "the admission webhook is not listening yet"
+
+
 def run_operator(settings: OperatorSettings, kubeconfig: Path | None = None, json_logs: bool = True) -> int:
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's own login reads it
@@ -44,12 +52,20 @@ def run_operator(settings: OperatorSettings, kubeconfig: Path | None = None, jso
     # time the loop wakes from I/O it can wait that long behind a reconcile.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     core, custom = _kubernetes_clients(kubeconfig)
-    handlers.RECONCILER = Reconciler(settings, core, custom)
+    # The approval key lives only in this process: the webhook signs with it,
+    # the reconciler acts only on what it signed. No webhook: no key, no approval.
+    key = ApprovalKey() if settings.webhook_port else None
+    handlers.RECONCILER = Reconciler(settings, core, custom, approval_key=key)
     registry = handlers.register(settings.poll_seconds)
+    if key is not None:
+        webhook.register(webhook.Webhook(settings, key, webhook.kubernetes_review(core.api_client)),  # type: ignore[attr-defined]
+                         registry)
     if settings.metrics_port:
         METRICS.serve(settings.metrics_port)
     kopf.configure(verbose=False, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
     logging.getLogger("trainpipe").setLevel(logging.INFO)
+    if key is not None:
+        READINESS.register("admission", webhook_serving)
     asyncio.run(_operate(registry, settings, custom, READINESS))
     return 0
 

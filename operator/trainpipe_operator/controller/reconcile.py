@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from trainpipe_operator.admission.approval import ApprovalKey, verified_approval
 from trainpipe_operator.controller.conditions import build_conditions
 from trainpipe_operator.controller.metrics import METRICS, OperatorMetrics
 from trainpipe_operator.controller.settings import OperatorSettings
@@ -29,13 +30,12 @@ from trainpipe_operator.pipeline.launchers import JobPending, Launcher, RayJobLa
 from trainpipe_operator.pipeline.runner import JobFailedToStart, LocalRunner
 from trainpipe_operator.prometheus.gpu import PromQLGpuSource
 from trainpipe_operator.spec.pipeline import TrainingPipeline
-from trainpipe_operator.spec.status import Condition, PipelineStatus
+from trainpipe_operator.spec.status import ApprovalStatus, Condition, PipelineStatus
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.validation_errors import format_validation_error
 
 log = logging.getLogger(__name__)
 
-APPROVAL_ANNOTATION = "trainpipe.io/approved"
 STATUS_FIELDS = set(PipelineStatus.model_fields) | {f.alias for f in PipelineStatus.model_fields.values() if f.alias}
 
 
@@ -60,8 +60,9 @@ def read_status(body: dict[str, Any]) -> PipelineStatus:
 
 class Reconciler:
     def __init__(self, settings: OperatorSettings, core_api: Any = None, custom_api: Any = None,
-                 metrics: OperatorMetrics = METRICS) -> None:
+                 metrics: OperatorMetrics = METRICS, approval_key: ApprovalKey | None = None) -> None:
         self.settings = settings
+        self.approval_key = approval_key  # None: no webhook, so no approval can be verified
         self.core_api = core_api
         self.custom_api = custom_api
         self.metrics = metrics
@@ -98,10 +99,11 @@ class Reconciler:
         waiting = None
         try:
             if status.phase == "AwaitingApproval":
-                if (meta.get("annotations") or {}).get(APPROVAL_ANNOTATION) == "true":
-                    status = runner.approve(status, approver=f"annotation {APPROVAL_ANNOTATION}")
+                status = self._approve(meta, status, runner)
             else:
                 status = runner.advance(status)
+                if status.phase == "AwaitingApproval":
+                    status = self._approve(meta, status, runner)
         except JobPending as pending:
             waiting = f"{pending.submission_id} ({pending.state})"
         except JobFailedToStart as exc:  # every attempt died without evidence
@@ -113,6 +115,21 @@ class Reconciler:
         return TickResult(status, events, waiting)
 
     # --------------------------------------------------------------- pieces
+    def _approve(self, meta: dict[str, Any], status: PipelineStatus, runner: LocalRunner) -> PipelineStatus:
+        """Act on an approval the webhook verified and signed; otherwise the
+        message says what the pipeline waits for."""
+        namespace, name = meta.get("namespace", "default"), meta["name"]
+        record, waiting = verified_approval(meta.get("annotations") or {}, self.approval_key, namespace, name,
+                                            meta["uid"], status.run_id)
+        if record is None:
+            status.message = waiting
+            return status
+        status = runner.approve(status, approver=record.user)
+        status.approval = ApprovalStatus(by=record.user, at=record.time, run_id=record.run_id)
+        if status.decisions and status.decisions[-1].decision == "approved":
+            status.decisions[-1].reason = f"approved by {record.user} at {record.time}; {status.decisions[-1].reason}"
+        return status
+
     def _pin_spec(self, applied: TrainingPipeline, run_dir: Path, status: PipelineStatus, now: str) -> TrainingPipeline:
         """The spec in force is the one the run started with."""
         stored = run_dir / "pipeline.yaml"

@@ -62,5 +62,24 @@ class OperatorSettings:
     (the chart's PodMonitor scrapes it); on a shared Ray cluster, a job that
     finds the port taken trains on without metrics."""
 
+    webhook_port: int = field(default_factory=lambda: int(os.environ.get("TRAINPIPE_WEBHOOK_PORT", "0")))
+    """HTTPS port of the admission webhook (approval, spec rules); 0: off,
+    and then no approval can be verified (pipelines that require one wait)."""
+
+    webhook_addr: str = field(default_factory=lambda: os.environ.get("TRAINPIPE_WEBHOOK_ADDR", "127.0.0.1"))
+    """Where the webhook listens (the chart: 0.0.0.0, behind its Service)."""
+
+    webhook_host: str = field(default_factory=lambda: os.environ.get("TRAINPIPE_WEBHOOK_HOST", "127.0.0.1"))
+    """The name the API server calls the webhook by: the generated certificate's SAN."""
+
+    webhook_cert_dir: Path | None = field(default_factory=lambda: Path(os.environ["TRAINPIPE_WEBHOOK_CERT_DIR"])
+                                          if os.environ.get("TRAINPIPE_WEBHOOK_CERT_DIR") else None)
+    """``tls.crt``, ``tls.key`` (and ``ca.crt``) the webhook serves; none: a
+    self-signed certificate for ``webhook_host``."""
+
+    operator_user: str | None = field(default_factory=lambda: os.environ.get("TRAINPIPE_OPERATOR_USER") or None)
+    """The Kubernetes user the operator runs as (the chart: its
+    ServiceAccount's); the webhook lets only it write a pipeline's status."""
+
     def run_dir(self, namespace: str, name: str, uid: str) -> Path:
         return self.artifact_root / namespace / f"{name}-{uid[:8]}"

@@ -90,6 +90,15 @@ class RunResult(CamelModel):
     best_val_loss: float | None = None
 
 
+class ApprovalStatus(CamelModel):
+    """Who approved, as the admission webhook verified it (RBAC verb
+    ``approve``, a SubjectAccessReview), for which run, and when."""
+
+    by: str
+    at: str
+    run_id: str
+
+
 class PipelineStatus(CamelModel):
     phase: Phase = "Pending"
     message: str = ""
@@ -110,3 +119,4 @@ class PipelineStatus(CamelModel):
     metrics: MetricsStatus = Field(default_factory=MetricsStatus)
     decisions: list[Decision] = Field(default_factory=list)
     artifacts: dict[str, str] = Field(default_factory=dict)
+    approval: ApprovalStatus | None = None
