@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tests.unit.test_gates import evidence, make_spec, run_exec, test_evaluation
+from tests.unit.test_gates import evidence, export_report, make_spec, run_exec, test_evaluation
 from trainpipe_operator.controller.conditions import build_conditions, target_condition
 from trainpipe_operator.diagnosis import issues
 from trainpipe_operator.gates import execution, thresholds
@@ -23,11 +23,13 @@ from trainpipe_operator.gates.finalization import AcceptedBest, check_ceiling_do
 from trainpipe_operator.gates.finalization import test_figure as figure_on_test
 from trainpipe_operator.gates.inputs import RunFiles
 from trainpipe_operator.pipeline import machine, rundir
+from trainpipe_operator.pipeline.jobs import baseline_settings, build_job
 from trainpipe_operator.pipeline.launchers import ProcessLauncher
 from trainpipe_operator.pipeline.runner import LocalRunner, NotAwaitingApproval
 from trainpipe_operator.reports.finalization import render_performance_ceiling
 from trainpipe_operator.spec.pipeline import PipelineSpec, TrainingPipeline
 from trainpipe_operator.spec.status import CheckStatus, GateStatus, PipelineStatus, RunResult
+from trainpipe_trainer.contract.evidence import Evidence
 
 T0 = "2026-01-01T00:00:00+00:00"
 
@@ -205,3 +207,94 @@ def test_a_training_config_the_trainer_refuses_fails_config_valid(tmp_path):
     check = next(c for c in status.gates["planning"].checks if c.id == "config-valid")
     assert check.result == "fail" and "lr" in check.message
     assert status.phase == "Failed" and "config-valid" in status.message
+
+
+# ------------------------------------------- accepting the best, end to end
+# Finalization of a pipeline whose best run missed the target, on files laid
+# out as the trainer leaves them (no training): seed 001's "accept best
+# result, document performance ceiling, deploy".
+
+def _finalization_files(runner: LocalRunner) -> Evidence:
+    run = runner.run_dir
+    best = run / "04_optimization" / "iter_1"
+    job = build_job("p", "Optimization", runner.spec, baseline_settings(runner.spec), best, runtime="local")
+    rundir.write_text(best / "job.yaml", job.to_yaml())
+    out = run / rundir.FINALIZATION
+    ev = evidence(n=12)
+    lines = [f"INFO EPOCH {e.num}/12 train_loss={e.train_loss:.4f}" for e in ev.epochs] + ["INFO Training complete"]
+    rundir.write_text(out / "logs" / "training.log", "\n".join(lines) + "\n")
+    rundir.write_json(out / "logs" / "metrics.json", {"epochs": [e.model_dump() for e in ev.epochs]})
+    ev.write(out / "evidence.json")
+    test_evaluation(accuracy=0.9).write(out / "test_evaluation.json")
+    export_report().write(out / "export.json")
+    return ev
+
+
+def _accepted_status() -> PipelineStatus:
+    status = PipelineStatus(phase="Finalization", run_id="r1", started_at=T0,
+                            accepted_best="1/1 iterations used: accept the best, iteration 1 (val_acc 0.9722)")
+    status.runs = [RunResult(phase="Baseline", run_dir="02_baseline", status="completed", target_metric=0.9611),
+                   RunResult(phase="Optimization", iteration=1, run_dir="04_optimization/iter_1",
+                             status="completed", target_metric=0.9722)]
+    status.best_run, status.metrics.best_target_metric = "04_optimization/iter_1", 0.9722
+    return status
+
+
+SPEC_UNREACHABLE = {"target": {"metric": "val_acc", "value": 0.9999}, "optimization": {"maxIterations": 1}}
+
+
+def test_an_accepted_best_is_documented_deployed_and_succeeds_with_target_met_false(tmp_path):
+    runner = _runner(tmp_path, **SPEC_UNREACHABLE)
+    ev = _finalization_files(runner)
+    status = _accepted_status()
+    runner._finalize_documents_and_gate(status, ev)
+    runner._save(status)
+    gate = status.gates["finalization"]
+    target = next(c for c in gate.checks if c.id == "target-met-on-test")
+    assert (target.result, target.value) == ("warn", 0.9)  # the test split's accuracy, not val's 0.9722
+    assert gate.passed and status.phase == "Succeeded", [(c.id, c.message) for c in gate.checks if c.result == "fail"]
+    ceiling = (runner.run_dir / "05_finalization" / "performance_ceiling.md").read_text()
+    assert "0.9722" in ceiling and "0.9999" in ceiling and "| test accuracy" in ceiling
+    assert status.artifacts["finalization.performance_ceiling.md"] == "05_finalization/performance_ceiling.md"
+    condition = next(c for c in status.conditions if c.type == "TargetMet")
+    assert (condition.status, condition.reason) == ("False", "AcceptedBest")
+    assert "target not met" in status.message
+    on_disk = rundir.load_state(runner.run_dir)
+    assert on_disk is not None and "TargetMet" in {c.type for c in on_disk.conditions}
+
+
+def test_an_accepted_best_with_approval_required_waits_for_a_person(tmp_path):
+    runner = _runner(tmp_path, approval={"required": True}, **SPEC_UNREACHABLE)
+    ev = _finalization_files(runner)
+    status = _accepted_status()
+    runner._finalize_documents_and_gate(status, ev)
+    assert status.phase == "AwaitingApproval" and "a person decides" in status.message
+    status = runner.approve(status, "alice")
+    assert status.phase == "Succeeded" and status.decisions[-1].decision == "approved"
+
+
+def test_a_missed_target_without_accepting_the_best_fails(tmp_path):
+    """A target met on validation (the fast path) but missed on the test split
+    is a real failure: no ceiling was accepted."""
+    runner = _runner(tmp_path, target={"metric": "val_acc", "value": 0.95})
+    ev = _finalization_files(runner)
+    status = PipelineStatus(phase="Finalization", run_id="r1", started_at=T0)
+    runner._finalize_documents_and_gate(status, ev)
+    assert status.phase == "Failed" and "target-met-on-test" in status.message
+
+
+@pytest.mark.parametrize(("best", "accepted"), [(0.9722, True), (0.99995, False), (None, True)])
+def test_accepting_the_best_is_recorded_only_short_of_the_target(tmp_path, best, accepted):
+    runner = _runner(tmp_path, **SPEC_UNREACHABLE)
+    status = PipelineStatus(phase="Optimization")
+    status.metrics.best_target_metric = best
+    runner._accept_best(status, "diminishing returns")
+    assert (status.accepted_best == "diminishing returns") is accepted
+
+
+def test_a_failed_optimization_run_is_never_the_best(tmp_path):
+    runner = _runner(tmp_path, **SPEC_UNREACHABLE)
+    status = _accepted_status()
+    runner._disqualify(status, "04_optimization/iter_1")
+    assert status.best_run == "02_baseline" and status.metrics.best_target_metric == 0.9611
+    assert next(r for r in status.runs if r.phase == "Optimization").status == "gate-failed"
