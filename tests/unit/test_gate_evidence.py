@@ -259,6 +259,7 @@ def test_an_accepted_best_is_documented_deployed_and_succeeds_with_target_met_fa
     condition = next(c for c in status.conditions if c.type == "TargetMet")
     assert (condition.status, condition.reason) == ("False", "AcceptedBest")
     assert "target not met" in status.message
+    assert "accepted best, target not met" in (runner.run_dir / "summary.md").read_text()
     on_disk = rundir.load_state(runner.run_dir)
     assert on_disk is not None and "TargetMet" in {c.type for c in on_disk.conditions}
 

@@ -241,7 +241,7 @@ def check_deployment_guide(guide_text: str | None, spec: PipelineSpec, files: Ru
     problems = []
     if export is not None:
         problems += [f"the file {a.path}" for a in export.artifacts if a.path and a.path not in guide_text]
-        problems += [f"the class {c!r}" for c in export.classes if f"| {c} |" not in guide_text and c not in guide_text]
+        problems += [f"the class {c!r}" for c in export.classes if c not in guide_text]
     if test is not None and is_finite(test.accuracy) and not quotes_figure(guide_text, test.accuracy):
         problems.append(f"the test accuracy {test.accuracy:.4f}")
     if problems:
