@@ -142,6 +142,8 @@ def test_digits_example_on_ray_reaches_succeeded_with_status_matching_the_run_di
     conditions = {c["type"]: c for c in status["conditions"]}
     for kind in ("PlanningGate", "BaselineGate", "DiagnosticsGate", "OptimizationGate", "FinalizationGate"):
         assert conditions[kind]["status"] == "True", conditions[kind]
+    # the same phase machine as `trainpipe run`: TargetMet from the test split's figure
+    assert conditions["TargetMet"]["reason"] in ("Met", "AcceptedBest"), conditions["TargetMet"]
     ready = conditions["Ready"]
     assert ready["status"] == "True" and ready["reason"] == "Succeeded"
     assert ready["observedGeneration"] == obj["metadata"]["generation"] == status["observedGeneration"]

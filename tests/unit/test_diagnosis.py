@@ -28,7 +28,7 @@ from trainpipe_operator.diagnosis import (
     render_diagnostic_report,
     render_optimization_results,
 )
-from trainpipe_operator.diagnosis.issues import ISSUES, Measurements, Signal
+from trainpipe_operator.diagnosis.issues import ISSUES, Measurements, Signal, last_error_line
 from trainpipe_operator.diagnosis.recommendations import rank_key
 from trainpipe_operator.spec.pipeline import PipelineSpec
 from trainpipe_trainer.contract.data_report import (
@@ -272,8 +272,8 @@ def test_non_finite_training_error_is_numerical_not_infrastructure() -> None:
 @pytest.mark.parametrize(
     ("exception", "primary", "signal"),
     [
-        (("FileNotFoundError", "[Errno 2] No such file: /data/train"), "data-quality", "crash"),
-        (("RuntimeError", "DataLoader worker (pid 42) is killed by signal"), "data-quality", "crash"),
+        (("FileNotFoundError", "[Errno 2] No such file: /data/train"), "crash", "crash"),
+        (("RuntimeError", "DataLoader worker (pid 42) is killed by signal"), "crash", "crash"),
         (("OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB"), "resource-inefficiency", "crash-oom"),
     ],
 )
@@ -286,6 +286,39 @@ def test_non_numerical_crash_is_infrastructure_broken(
     assert d.primary_issue == primary
     assert signal in signal_names(d)
     assert d.crash is not None and exception[0] in d.crash
+
+
+CRASH_LOG = """2026-01-01 10:00:00,000 INFO EPOCH 1/5 train_loss=1.2000
+2026-01-01 10:00:05,000 ERROR Training failed
+Traceback (most recent call last):
+  File "loop.py", line 10, in fit
+    batch = next(it)
+KeyError: 'label'
+"""
+
+
+def test_crash_quotes_the_logs_last_error() -> None:
+    """A crash that is neither numerical nor OOM is a crash (not data-quality),
+    and the diagnosis quotes the last error the log holds."""
+    ev = make_evidence([], [], [], [], status="failed", exception=("RuntimeError", "worker died"))
+    d = diagnose(ev, make_spec(), log_text=CRASH_LOG)
+    assert d.primary_issue == "crash" and d.infrastructure_broken
+    assert d.last_error == "KeyError: 'label'"
+    assert "KeyError: 'label'" in d.summary
+    recs = recommend(d, TrainSettings(), make_spec())
+    assert recs[0].id == "crash/fix-crash" and "KeyError: 'label'" in recs[0].rationale
+    decision, reason = decide_after_diagnostics(d, recs)
+    assert decision == "baseline-again" and "KeyError" in reason
+
+
+@pytest.mark.parametrize(("log", "expected"), [
+    (CRASH_LOG, "KeyError: 'label'"),
+    ("INFO ok\n2026 ERROR could not open /data/x\nINFO shutting down\n", "2026 ERROR could not open /data/x"),
+    ("INFO all fine\n", None),
+    (None, None),
+])
+def test_last_error_line(log, expected) -> None:
+    assert last_error_line(log) == expected
 
 
 def test_interrupted_run_is_infrastructure_broken() -> None:
@@ -364,7 +397,7 @@ def test_val_loss_target_uses_loss_direction() -> None:
         # a non-numerical crash > nan-loss
         (lambda: underfit_evidence(skipped=[1] + [0] * 9, status="failed",
                                    exception=("FileNotFoundError", "missing shard")),
-         {}, "data-quality", "nan-loss"),
+         {}, "crash", "nan-loss"),
     ],
 )
 def test_priority_when_several_issues_fire(evidence: Any, kwargs: dict[str, Any], primary: str, secondary: str) -> None:
@@ -378,13 +411,13 @@ def test_signal_rank_order_matches_documented_priority() -> None:
         return Signal(issue=issue, signal=signal).rank  # type: ignore[arg-type]
 
     order = [
-        rank("data-quality", "crash"), rank("nan-loss", "skipped-steps"),
+        rank("crash", "crash"), rank("nan-loss", "skipped-steps"),
         rank("data-quality", "val-acc-near-perfect"), rank("convergence-stall", "loss-flat"),
         rank("overfitting", "acc-gap"), rank("underfitting", "both-below-target"),
         rank("data-quality", "val-acc-unstable"), rank("resource-inefficiency", "gpu-util-low"),
     ]
     assert order == sorted(order) and len(set(order)) == len(order)
-    assert set(ISSUES) == {"nan-loss", "data-quality", "convergence-stall", "overfitting",
+    assert set(ISSUES) == {"crash", "nan-loss", "data-quality", "convergence-stall", "overfitting",
                            "underfitting", "resource-inefficiency"}
 
 
@@ -500,7 +533,7 @@ def test_crash_recommendations() -> None:
     assert changes_of(recs)["train.gradAccumSteps"] == 2
     broken = make_evidence([], [], [], [], status="failed", exception=("FileNotFoundError", "no /data"))
     recs = recommend(diagnose(broken, make_spec()), TrainSettings(num_workers=4), make_spec())
-    assert recs[0].id == "data-quality/fix-crash" and recs[0].requires_human
+    assert recs[0].id == "crash/fix-crash" and recs[0].requires_human
     assert changes_of(recs) == {"data.numWorkers": 0}
 
 

@@ -119,7 +119,7 @@ INVALID = [
     pytest.param({"spec.baseline.scheduler": "linear"}, "spec.baseline.scheduler",
                  ["'cosine'", "'step'", "'none'", "'linear'"], id="scheduler-unknown"),
     pytest.param({"spec.optimization.maxIterations": -1}, "spec.optimization.maxIterations",
-                 ["greater than or equal to 0", "got -1"], id="maxIterations-negative"),
+                 ["greater than or equal to 1", "got -1"], id="maxIterations-negative"),
     pytest.param({"spec.finalization.export": ["onnx", "pt"]}, "spec.finalization.export[1]",
                  ["'onnx'", "'torchscript'", "'pt'"], id="export-unknown-format"),
     pytest.param({"spec.finalization.export": []}, "spec.finalization.export", ["at least 1 item", "got []"],

@@ -13,7 +13,12 @@ import yaml
 from trainpipe_operator.pipeline import rundir
 from trainpipe_operator.pipeline.launchers import Launcher, ProcessLauncher, RayJobLauncher
 from trainpipe_operator.pipeline.progress import Progress
-from trainpipe_operator.pipeline.runner import JobFailedToStart, LocalRunner, PipelineInterrupted
+from trainpipe_operator.pipeline.runner import (
+    JobFailedToStart,
+    LocalRunner,
+    NotAwaitingApproval,
+    PipelineInterrupted,
+)
 from trainpipe_operator.spec.load import ManifestError, load_manifest
 from trainpipe_operator.spec.pipeline import TrainingPipeline
 
@@ -111,11 +116,12 @@ def approve(run_dir: Path, approver: str | None) -> int:
     if status is None or not stored.exists():
         print(f"{run_dir}: not a trainpipe run directory", file=sys.stderr)
         return EXIT_INVALID
-    if status.phase != "AwaitingApproval":
-        print(f"{run_dir}: the pipeline is in {status.phase}, not AwaitingApproval; nothing to approve", file=sys.stderr)
-        return EXIT_INVALID
     pipeline = TrainingPipeline.model_validate(yaml.safe_load(stored.read_text(encoding="utf-8")))
     runner = LocalRunner(pipeline, run_dir, ProcessLauncher(), "local", Progress(enabled=False))
-    status = runner.approve(status, approver or getpass.getuser())
+    try:
+        status = runner.approve(status, approver or getpass.getuser())
+    except NotAwaitingApproval as exc:
+        print(f"{run_dir}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     print(f"trainpipe: {pipeline.metadata.name}: {status.phase}: {status.message}")
     return EXIT_OK if status.phase == "Succeeded" else EXIT_FAILED

@@ -1,5 +1,6 @@
 """Conditions in the Kubernetes API conventions' shape: one per gate (the
-latest evaluation of that phase's gate) and Ready. A condition keeps its
+latest evaluation of that phase's gate), TargetMet (once Finalization's gate
+has judged the target on the test split) and Ready. A condition keeps its
 lastTransitionTime while its status does not change."""
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def build_conditions(status: PipelineStatus, generation: int | None, now: str) -
             message=f"{key}: " + ("every mandatory check passed" if passed else "failed: " + ", ".join(failing)),
             last_transition_time=now, observed_generation=generation,
         )))
+    target = target_condition(status, generation, now)
+    if target is not None:
+        out.append(_merge(previous, target))
     ready = status.phase == "Succeeded"
     out.append(_merge(previous, Condition(
         type="Ready", status="True" if ready else "False", reason=status.phase,
@@ -42,3 +46,28 @@ def build_conditions(status: PipelineStatus, generation: int | None, now: str) -
     )))
     extra = [c for c in status.conditions if c.type == "SpecApplied"]
     return out + extra
+
+
+TARGET_CHECK = "target-met-on-test"
+
+
+def target_condition(status: PipelineStatus, generation: int | None, now: str) -> Condition | None:
+    """TargetMet from the production-ready gate's ``target-met-on-test``: True
+    when the test split meets the target; False with reason AcceptedBest when
+    the pipeline accepted its best result short of it (seed 001: the ceiling
+    is documented and the best deployed), NotMet when it failed, NotMeasured
+    when there was no test figure. None before Finalization's gate."""
+    gate = status.gates.get("finalization")
+    check = next((c for c in gate.checks if c.id == TARGET_CHECK), None) if gate else None
+    if check is None:
+        return None
+    if check.result == "pass":
+        state, reason = "True", "Met"
+    elif check.value is None:
+        state, reason = "False", "NotMeasured"
+    elif check.result == "warn":
+        state, reason = "False", "AcceptedBest"
+    else:
+        state, reason = "False", "NotMet"
+    return Condition(type="TargetMet", status=state, reason=reason, message=check.message[:1000],
+                     last_transition_time=now, observed_generation=generation)

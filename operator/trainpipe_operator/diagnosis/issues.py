@@ -9,9 +9,10 @@ Priority, highest first, and why:
 
 1. **infrastructure** (a crash that is not numerical: data loading, missing
    file, OOM, an interrupted run). Nothing measured after a crash is a
-   property of the model. It is reported as ``data-quality`` (the data or
-   its pipeline broke) or, for out-of-memory, ``resource-inefficiency``,
-   with ``infrastructure_broken`` set: the decision is "Baseline again".
+   property of the model. It is reported as ``crash`` (seed 001: "Training
+   crashes -> crashes.md"), quoting the last error the training log holds,
+   or, for out-of-memory, ``resource-inefficiency``, with
+   ``infrastructure_broken`` set: the decision is "Baseline again".
 2. **nan-loss**: once the loss or the gradients went non-finite, every later
    metric is measured on a damaged model; fixing the numerics comes first.
 3. **data-quality, strong** (leakage suspect: val acc >= 0.999 or files
@@ -32,6 +33,7 @@ Priority, highest first, and why:
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from typing import Literal
 
@@ -44,11 +46,13 @@ from trainpipe_operator.diagnosis.direction import (
     target_met,
     tracked_metric,
 )
+from trainpipe_operator.gates.thresholds import LEAKAGE_VAL_ACC, NO_LEARNING_DECREASE
 from trainpipe_operator.spec.pipeline import PipelineSpec
 from trainpipe_trainer.contract.data_report import DataReport
 from trainpipe_trainer.contract.evidence import Evidence
 
 IssueKind = Literal[
+    "crash",
     "nan-loss",
     "data-quality",
     "convergence-stall",
@@ -57,6 +61,7 @@ IssueKind = Literal[
     "resource-inefficiency",
 ]
 ISSUES: tuple[IssueKind, ...] = (
+    "crash",
     "nan-loss",
     "data-quality",
     "convergence-stall",
@@ -66,8 +71,10 @@ ISSUES: tuple[IssueKind, ...] = (
 )
 
 # Thresholds that are not in the spec (the spec holds overfitGap and gpuUtilMin).
-LOSS_DECREASE_MIN = 0.05  # docs/gates.md, Diagnosis rules: loss flat = decrease < 5%
-LEAK_VAL_ACC = 0.999  # docs/gates.md, Diagnosis rules: leakage suspect when val acc >= 0.999
+# loss flat = decrease under NO_LEARNING_DECREASE; leakage suspect at LEAKAGE_VAL_ACC: the
+# same bars as the gates (gates/thresholds.py), so Baseline and Diagnostics agree.
+LOSS_DECREASE_MIN = NO_LEARNING_DECREASE
+LEAK_VAL_ACC = LEAKAGE_VAL_ACC
 SKIPPED_STEPS_MAX = 0  # any skipped (non-finite) step fires nan-loss
 GRAD_NORM_GROWTH_MAX = 10.0  # max epoch grad norm / first epoch grad norm
 DIVERGENCE_RATIO = 1.5  # final / initial train loss
@@ -81,6 +88,7 @@ CRASH_SIGNALS = frozenset({"crash", "crash-oom", "run-interrupted"})
 STRONG_DATA_SIGNALS = frozenset({"val-acc-near-perfect", "duplicates-across-splits", "non-finite-samples"})
 
 _RANK: dict[str, int] = {
+    "crash": -1,
     "nan-loss": 0,
     "convergence-stall": 2,
     "overfitting": 3,
@@ -138,6 +146,7 @@ class Diagnosis(_Model):
     infrastructure_broken: bool = False
     run_failed: bool = Field(default=False, description="the run's status is failed (numerical or not)")
     crash: str | None = Field(default=None, description="'Type: message' of a non-numerical crash")
+    last_error: str | None = Field(default=None, description="the training log's last error line, quoted")
     metric: str = Field(description="the tracked target metric (val_acc for a test_acc target)")
     lower_is_better: bool = False
     metric_value: float | None = None
@@ -160,17 +169,21 @@ def diagnose(
     spec: PipelineSpec,
     gpu_util: float | None = None,
     data_report: DataReport | None = None,
+    log_text: str | None = None,
 ) -> Diagnosis:
     """Every rule of docs/gates.md's "Diagnosis rules" table, the primary issue by priority.
 
     ``gpu_util`` (percent) falls back to ``evidence.gpu_util_mean``; None (a
-    CPU run) fires no resource rule.
+    CPU run) fires no resource rule. ``log_text`` is the run's log
+    (``logs/training.log``, else the job's output): a crash quotes its last
+    error line.
     """
     metric = tracked_metric(spec.target.metric)
     m = _measure(evidence, metric, gpu_util)
     metric_value = metric_from_evidence(evidence, metric)
     signals: list[Signal] = []
-    crash, infra = _crash(evidence, signals)
+    last_error = last_error_line(log_text)
+    crash, infra = _crash(evidence, signals, last_error)
     _nan_rules(evidence, signals)
     _data_rules(evidence, m, data_report, signals)
     _stall_rules(m, signals)
@@ -210,6 +223,7 @@ def diagnose(
         infrastructure_broken=infra,
         run_failed=evidence.status == "failed",
         crash=crash,
+        last_error=last_error if crash else None,
         metric=metric,
         lower_is_better=lower_is_better(metric),
         metric_value=metric_value,
@@ -261,7 +275,29 @@ def _measure(evidence: Evidence, metric: str, gpu_util: float | None) -> Measure
 # -- rules --------------------------------------------------------------------
 
 
-def _crash(evidence: Evidence, signals: list[Signal]) -> tuple[str | None, bool]:
+# "2024-01-01 12:00:00,000 ERROR Training failed", "ERROR: ...", "Traceback" and
+# the exception line that ends it ("OSError: [Errno 2] No such file ...").
+_ERROR_LINE = re.compile(r"(\bERROR\b|\bCRITICAL\b|\bFATAL\b)")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b(:.*)?$")
+
+
+def last_error_line(log_text: str | None) -> str | None:
+    """The last error in a log: the last exception line of a traceback, else the
+    last line logged at ERROR (or worse), stripped and clipped; None when the
+    log holds no error."""
+    if not log_text:
+        return None
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if _EXCEPTION_LINE.match(line):
+            return _clip(line)
+    for line in reversed(lines):
+        if _ERROR_LINE.search(line):
+            return _clip(line)
+    return None
+
+
+def _crash(evidence: Evidence, signals: list[Signal], last_error: str | None) -> tuple[str | None, bool]:
     """A crash that is not numerical breaks the infrastructure, not the model."""
     exc = evidence.exception
     if evidence.status == "interrupted":
@@ -276,13 +312,14 @@ def _crash(evidence: Evidence, signals: list[Signal]) -> tuple[str | None, bool]
     text = f"{exc.type}: {exc.message}" if exc else (evidence.reason or "failed without an exception")
     if exc is not None and (exc.type in NUMERIC_EXCEPTIONS or "non-finite" in exc.message.lower()):
         return None, False  # numerical: a nan-loss rule reports it
-    oom = any(marker in text.lower() for marker in OOM_MARKERS)
+    oom = any(marker in f"{text} {last_error or ''}".lower() for marker in OOM_MARKERS)
+    quoted = f"; the log's last error: {last_error!r}" if last_error and last_error not in text else ""
     signals.append(Signal(
-        issue="resource-inefficiency" if oom else "data-quality",
+        issue="resource-inefficiency" if oom else "crash",
         signal="crash-oom" if oom else "crash",
         value=_clip(text),
         threshold="no exception",
-        message=f"the run crashed with {_clip(text)} (not a numerical failure)",
+        message=f"the run crashed with {_clip(text)} (not a numerical failure){quoted}",
     ))
     return text, True
 

@@ -11,6 +11,7 @@ the quantity its issue can recover, measured on the run:
 * nan-loss, convergence-stall: the room left (1 - val acc, or the val loss)
 * resource-inefficiency: 0 (it buys time, not accuracy)
 * data-quality: 0 (fixing a leak lowers the measured metric)
+* crash: 0 (the run must first finish)
 
 and never more than the room left. ``decide_after_diagnostics`` reads the sum
 of these against the 5% / 3% bars (docs/gates.md, "After Diagnostics").
@@ -388,16 +389,17 @@ def _data_quality(c: _Context) -> list[Recommendation]:
 
 def _crash(c: _Context) -> list[Recommendation]:
     crash = c.d.crash or "an exception"
+    logged = f" The log's last error: {c.d.last_error}." if c.d.last_error and c.d.last_error not in crash else ""
     return _keep(
-        c.rec("data-quality", "fix-crash", f"Fix the crash: {crash}",
+        c.rec("crash", "fix-crash", f"Fix the crash: {crash}",
               "The run failed for a reason that is not numerical (data loading, a missing file, "
-              "configuration); read the traceback in evidence.json and logs/training.log.",
+              "configuration); read the traceback in evidence.json and logs/training.log." + logged,
               [], "high", 0.0, "medium", requires_human=True),
-        c.rec("data-quality", "loader-in-process", "Load data in the training process (numWorkers 0)",
+        c.rec("crash", "loader-in-process", "Load data in the training process (numWorkers 0)",
               "Errors inside loader workers surface with their real traceback when loading runs in "
               "the main process.",
               [("data.numWorkers", 0)], "medium", 0.0, "low") if c.s.num_workers > 0 else None,
-        c.rec("data-quality", "check-source", "Check the data source is reachable and complete",
+        c.rec("crash", "check-source", "Check the data source is reachable and complete",
               "Rerun the Planning gate: its data report names unreadable files and missing classes.",
               [], "medium", 0.0, "low", requires_human=True),
     )
@@ -448,6 +450,7 @@ def _fillers(c: _Context) -> list[Recommendation]:
 
 
 _BY_ISSUE: dict[str, Callable[[_Context], list[Recommendation]]] = {
+    "crash": _crash,
     "nan-loss": _nan_loss,
     "convergence-stall": _convergence_stall,
     "overfitting": _overfitting,

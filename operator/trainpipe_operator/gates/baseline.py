@@ -14,12 +14,12 @@ from trainpipe_operator.gates.checks import (
     is_finite,
     missing_sections,
     passed,
+    quotes_figure,
     skipped,
     warned,
 )
 from trainpipe_operator.gates.execution import (
     FINISHED,
-    NO_LEARNING_DECREASE,
     best_val,
     execution_checks,
     loss_decrease_ratio,
@@ -27,6 +27,7 @@ from trainpipe_operator.gates.execution import (
     train_losses,
 )
 from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles
+from trainpipe_operator.gates.thresholds import NO_LEARNING_DECREASE
 from trainpipe_operator.spec.pipeline import PipelineSpec
 from trainpipe_trainer.contract.evidence import Evidence
 
@@ -43,9 +44,18 @@ REPRO_MATCH_3DP = 5e-4
 REPRO_MATCH_2DP = 5e-3
 
 
-def check_report(files: RunFiles) -> Check:
+def report_figures(evidence: Evidence) -> dict[str, float]:
+    """The figures baseline_results.md must quote as evidence.json holds them."""
+    figures = {"best val accuracy": evidence.best_val_acc, "best val loss": evidence.best_val_loss,
+               "final train loss": train_losses(evidence)[1]}
+    return {name: value for name, value in figures.items() if value is not None and is_finite(value)}
+
+
+def check_report(files: RunFiles, evidence: Evidence | None = None) -> Check:
+    """Every section seed 000 asks for, and the run's figures in them: a report
+    whose numbers are not the evidence's is not the report of this run."""
     ev = files.at(files.report_path)
-    threshold = ", ".join(REPORT_SECTIONS)
+    threshold = ", ".join(REPORT_SECTIONS) + "; the evidence's best val accuracy, best val loss, final train loss"
     if not files.report_text or not files.report_text.strip():
         return failed("report", 0, threshold, ev, "baseline_results.md is missing or empty.")
     missing = missing_sections(files.report_text, REPORT_SECTIONS)
@@ -53,24 +63,52 @@ def check_report(files: RunFiles) -> Check:
     if missing:
         return failed("report", present, threshold, ev,
                       f"baseline_results.md lacks the section(s): {', '.join(missing)}.")
+    figures = report_figures(evidence) if evidence is not None else {}
+    unquoted = [f"{name} {value:.4f}" for name, value in figures.items()
+                if not quotes_figure(files.report_text, value)]
+    if unquoted:
+        return failed("report", present, threshold, ev,
+                      f"baseline_results.md does not quote the evidence's {', '.join(unquoted)}.")
     return passed("report", present, threshold, ev,
-                  f"baseline_results.md has all {len(REPORT_SECTIONS)} sections.")
+                  f"baseline_results.md has all {len(REPORT_SECTIONS)} sections and the run's figures.")
 
 
 def check_decision(decision: str | None, files: RunFiles) -> Check:
+    """A decision the phase machine can take, and the report's Decision
+    section says the same (the reader acts on the report)."""
     ev = files.at(files.report_path)
-    threshold = " | ".join(DECISIONS)
+    threshold = " | ".join(DECISIONS) + ", as the report's Decision section says"
     if not decision:
         return failed("decision", None, threshold, ev, "No decision was recorded for the next phase.")
     if decision not in DECISIONS:
         return failed("decision", decision, threshold, ev,
                       f"Decision {decision!r} is not one of {', '.join(DECISIONS)}.")
+    section = _section(files.report_text or "", "Decision")
+    if decision not in section:
+        return failed("decision", decision, threshold, ev,
+                      f"The decision taken is {decision!r}, but the report's Decision section does not say so.")
     where = {
         "deploy-baseline": "target met: on to Finalization",
         "optimize": "on to Diagnostics, then Optimization",
         "fix": "the run failed: Diagnostics, then Baseline again",
     }[decision]
     return passed("decision", decision, threshold, ev, f"Decision: {decision} ({where}).")
+
+
+def _section(text: str, name: str) -> str:
+    """The body of the first heading containing ``name``, up to the next heading."""
+    lines = text.splitlines()
+    out: list[str] = []
+    inside = False
+    for line in lines:
+        if line.lstrip().startswith("#"):
+            if inside:
+                break
+            inside = name.lower() in line.lower()
+            continue
+        if inside:
+            out.append(line)
+    return "\n".join(out)
 
 
 def check_reproducible(evidence: Evidence, rerun: Evidence | None, files: RunFiles, spec: PipelineSpec) -> Check:
@@ -123,7 +161,7 @@ def evaluate_baseline(
     checks = execution_checks(evidence, files, gpu, spec, phase_budget_seconds,
                               checkpoint_every=checkpoint_every)
     checks += [
-        check_report(files),
+        check_report(files, evidence),
         check_decision(decision, files),
         check_reproducible(evidence, reproducibility, files, spec),
     ]

@@ -122,3 +122,21 @@ def missing_sections(text: str, sections: tuple[str, ...] | list[str]) -> list[s
     ``## Checkpoints Saved`` counts as Checkpoints, ``## Decision Point`` as Decision."""
     headings = [h.lower() for h in markdown_headings(text)]
     return [s for s in sections if not any(s.lower() in h for h in headings)]
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def quotes_figure(text: str, value: float, tolerance: float | None = None) -> bool:
+    """Whether ``text`` quotes ``value``: some number in it equals the value to
+    the precision a report prints (4 decimals, or 0.1% relative for large
+    values). A report a reader trusts must carry the measured figures."""
+    tol = tolerance if tolerance is not None else max(abs(value) * 1e-3, 6e-5)
+    for match in _NUMBER.finditer(text):
+        try:
+            number = float(match.group())
+        except ValueError:
+            continue
+        if abs(number - value) <= tol:
+            return True
+    return False

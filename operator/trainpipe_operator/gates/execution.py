@@ -25,6 +25,7 @@ from trainpipe_operator.gates.checks import (
     warned,
 )
 from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles
+from trainpipe_operator.gates.thresholds import LEAKAGE_VAL_ACC
 from trainpipe_operator.spec.pipeline import PipelineSpec
 from trainpipe_trainer.contract.evidence import CheckpointCheck, Evidence
 
@@ -33,16 +34,14 @@ COMPLETE_MARKER = "Training complete"
 # "EPOCH 3/20 train_loss=..." (engine/loop.py); "EPOCH 3 ..." is accepted too.
 EPOCH_LINE = re.compile(r"\bEPOCH\s+(\d+)\b")
 
-# Red flags (docs/gates.md, "Execution checks": leakage-suspect, memorization-suspect).
-LEAKAGE_VAL_ACC = 0.999  # val accuracy at or above this: suspect leakage between splits
+# Red flags (docs/gates.md, "Execution checks": leakage-suspect, memorization-suspect);
+# LEAKAGE_VAL_ACC lives in gates/thresholds.py, shared with the diagnosis.
 MEMORIZATION_TRAIN_LOSS = 1e-3  # final train loss at or below this: suspect memorization
 # SM activity (DCGM_FI_PROF_SM_ACTIVE, fraction of cycles an SM has a warp;
 # docs/gates.md, gpu-utilization): under STUCK fails, under POOR warns.
 SM_ACTIVE_GOOD = 0.8
 SM_ACTIVE_POOR = 0.5
 SM_ACTIVE_STUCK = 0.1
-# The diagnostics' "convergence-stall" signal: a decrease under this is no learning.
-NO_LEARNING_DECREASE = 0.05
 
 
 # ----------------------------------------------------------------- metrics
@@ -330,6 +329,9 @@ def check_last_checkpoint(evidence: Evidence, files: RunFiles) -> Check:
 
 
 def check_periodic_checkpoints(evidence: Evidence, files: RunFiles, checkpoint_every: int | None) -> Check:
+    """With interval K and N epochs done, the newest periodic checkpoint is
+    ``checkpoint_epoch_{K * (N // K)}.pt`` (retention drops older ones, never
+    the newest); a run that wrote others, or none, warns."""
     ev = files.at("checkpoints/")
     if not checkpoint_every:
         return skipped("periodic-checkpoints", "periodic checkpoints are not configured", ev, mandatory=False)
@@ -339,13 +341,15 @@ def check_periodic_checkpoints(evidence: Evidence, files: RunFiles, checkpoint_e
                        f"{done} epoch(s) finished, fewer than the interval of {checkpoint_every}",
                        ev, mandatory=False)
     found = evidence.periodic_checkpoints
-    threshold = f"checkpoint_epoch_N.pt every {checkpoint_every} epoch(s)"
-    if found:
+    newest = f"checkpoint_epoch_{checkpoint_every * (done // checkpoint_every)}.pt"
+    threshold = f"checkpoint_epoch_N.pt every {checkpoint_every} epoch(s); newest {newest}"
+    if newest in found:
         return passed("periodic-checkpoints", len(found), threshold, ev,
                       f"Periodic checkpoints kept: {first_few(found)}.", mandatory=False)
-    return warned("periodic-checkpoints", 0, threshold, ev,
-                  f"No checkpoint_epoch_N.pt although every {checkpoint_every} epoch(s) is configured.",
-                  mandatory=False)
+    seen = f" (found: {first_few(found)})" if found else ""
+    return warned("periodic-checkpoints", len(found), threshold, ev,
+                  f"No {newest} although every {checkpoint_every} epoch(s) is configured and {done} "
+                  f"epoch(s) finished{seen}.", mandatory=False)
 
 
 def check_logs(evidence: Evidence, files: RunFiles) -> Check:

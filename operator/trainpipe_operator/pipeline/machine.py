@@ -81,6 +81,20 @@ def budget_exhausted(elapsed_seconds: float, budget_seconds: float) -> bool:
     return elapsed_seconds >= budget_seconds
 
 
+def budget_left_at(budget_seconds: float, pipeline_started_at: str | None, run_started_at: str | None) -> float | None:
+    """The pipeline budget that was left when a run started (what the run's
+    ``duration`` check compares with); None when either time is unknown. Both
+    are ISO times; one without a zone is UTC."""
+    if not pipeline_started_at or not run_started_at:
+        return None
+    start, run = (_aware(datetime.fromisoformat(t)) for t in (pipeline_started_at, run_started_at))
+    return max(budget_seconds - (run - start).total_seconds(), 0.0)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def budget_applies(phase: str) -> bool:
     """Past the budget the pipeline stops exploring and finalizes its best
     result. Checked when Diagnostics or Optimization is about to start (a

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from trainpipe_operator.controller.conditions import build_conditions
 from trainpipe_operator.diagnosis.apply import apply_recommendations
 from trainpipe_operator.diagnosis.decide import (
     IterationResult,
@@ -37,7 +38,12 @@ from trainpipe_operator.gates.baseline import decide_after_baseline, evaluate_ba
 from trainpipe_operator.gates.checks import GateResult
 from trainpipe_operator.gates.diagnostics import evaluate_diagnostics
 from trainpipe_operator.gates.execution import execution_checks, execution_passed
-from trainpipe_operator.gates.finalization import evaluate_finalization
+from trainpipe_operator.gates.finalization import (
+    CEILING,
+    AcceptedBest,
+    evaluate_finalization,
+    test_figure,
+)
 from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles
 from trainpipe_operator.gates.optimization import evaluate_optimization
 from trainpipe_operator.gates.planning import evaluate_planning
@@ -47,6 +53,7 @@ from trainpipe_operator.pipeline.launchers import Launcher
 from trainpipe_operator.pipeline.progress import Progress
 from trainpipe_operator.reports.finalization import (
     render_deployment_guide,
+    render_performance_ceiling,
     render_production_ready,
     render_test_results,
 )
@@ -71,6 +78,10 @@ class PipelineInterrupted(Exception):
 
 class JobFailedToStart(Exception):
     """A job ended without leaving the file its phase needs."""
+
+
+class NotAwaitingApproval(Exception):
+    """An approval given before the pipeline has a result to approve."""
 
 
 class LocalRunner:
@@ -114,10 +125,11 @@ class LocalRunner:
             job_running = status.job.phase == status.phase and status.job.state == "RUNNING"
             if machine.budget_applies(status.phase) and not job_running and self._budget_spent(status):
                 status.budget_exhausted = True
-                machine.record(status, "budget-exhausted",
-                               f"the budget of {self.spec.budget.max_duration} is spent "
-                               f"({self._elapsed(status):.0f} s): accepting the best result "
-                               f"({status.best_run}) and finalizing it")
+                reason = (f"the budget of {self.spec.budget.max_duration} is spent "
+                          f"({self._elapsed(status):.0f} s): accepting the best result "
+                          f"({status.best_run}) and finalizing it")
+                self._accept_best(status, reason)
+                machine.record(status, "budget-exhausted", reason)
             else:
                 if not job_running:
                     self.progress.phase(status.phase, status.iteration)
@@ -126,6 +138,7 @@ class LocalRunner:
         return status
 
     def _save(self, status: PipelineStatus) -> None:
+        status.conditions = build_conditions(status, self.pipeline.metadata.generation, machine.now_iso())
         rundir.save_state(self.run_dir, status)
         rundir.write_text(self.run_dir / "summary.md", render_summary(self._with_status(status)))
 
@@ -139,8 +152,20 @@ class LocalRunner:
     def _budget_spent(self, status: PipelineStatus) -> bool:
         return machine.budget_exhausted(self._elapsed(status), self.spec.budget.seconds)
 
-    def _remaining_budget(self, status: PipelineStatus) -> float:
-        return max(self.spec.budget.seconds - self._elapsed(status), 0.0)
+    def _budget_at_start(self, status: PipelineStatus, evidence: Evidence) -> float | None:
+        """The budget left when the run started: what its ``duration`` is held to
+        (the budget left after it would count the run against itself)."""
+        return machine.budget_left_at(self.spec.budget.seconds, status.started_at, evidence.timings.started_at)
+
+    def _accept_best(self, status: PipelineStatus, reason: str) -> None:
+        """Going to Finalization with the best result short of the target
+        (seed 001): recorded once, so Finalization documents the ceiling and its
+        target check warns instead of failing. A best that meets the target is
+        not a ceiling."""
+        best = status.metrics.best_target_metric  # a test_acc target: its val_acc proxy
+        if best is not None and self.spec.target.met(best):
+            return
+        status.accepted_best = status.accepted_best or reason
 
     # -------------------------------------------------------------- phases
     def _start(self, status: PipelineStatus) -> None:
@@ -151,16 +176,17 @@ class LocalRunner:
 
     def _planning(self, status: PipelineStatus) -> None:
         out = self.run_dir / rundir.PLANNING
-        settings = baseline_settings(self.spec)
         config_errors: list[str] = []
-        try:
+        job: JobConfig | None = None
+        try:  # every config built here: one the trainer refuses must fail config-valid, not crash the runner
+            settings = baseline_settings(self.spec)
             job = build_job(self.name, "Planning", self.spec, settings, out, runtime="local", action="preflight")
+            training = build_job(self.name, "Baseline", self.spec, settings, self.run_dir / rundir.baseline_dir(1),
+                                 runtime=self.runtime)
+            rundir.write_yaml(out / "training_config.yaml", training.model_dump(mode="json", by_alias=True))
         except ValidationError as exc:
             config_errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
             job = None
-        training = build_job(self.name, "Baseline", self.spec, settings, self.run_dir / rundir.baseline_dir(1),
-                             runtime=self.runtime)
-        rundir.write_yaml(out / "training_config.yaml", training.model_dump(mode="json", by_alias=True))
         if job is not None:
             self._run_job(status, "Planning", job, out)
         preflight_raw = rundir.read_json(out / "preflight.json")
@@ -194,13 +220,14 @@ class LocalRunner:
             rerun = self._train(status, "Baseline", rerun_job, out / "reproducibility")
         files = self._files(out, rel, "baseline_results.md")
         gpu = self._gpu(evidence)
-        executed = execution_checks(evidence, files, gpu, self.spec, self._remaining_budget(status))
+        budget, every = self._budget_at_start(status, evidence), job.train.checkpoint_every
+        executed = execution_checks(evidence, files, gpu, self.spec, budget, checkpoint_every=every)
         decision, reason = decide_after_baseline(evidence, execution_passed(executed), self.spec)
         report = render_training_results(f"Baseline results ({rel})", evidence, job.model_dump(mode="json", by_alias=True),
                                          (decision, reason))
         rundir.write_text(out / "baseline_results.md", report)
         files = self._files(out, rel, "baseline_results.md")
-        gate = evaluate_baseline(evidence, files, gpu, self.spec, self._remaining_budget(status), decision, rerun)
+        gate = evaluate_baseline(evidence, files, gpu, self.spec, budget, decision, rerun, checkpoint_every=every)
         self._write_gate(status, "baseline", gate, out, "gate_report.md", "Post-baseline gate")
         self._record_run(status, "Baseline", rel, evidence)
         status.artifacts.update({"baseline.results": f"{rel}/baseline_results.md",
@@ -225,8 +252,10 @@ class LocalRunner:
         evidence = Evidence.read(self.run_dir / source / "evidence.json")
         settings = TrainSettings.from_job_config(rundir.read_yaml_dict(self.run_dir / source / "job.yaml"))
         report_raw = rundir.read_json(self.run_dir / rundir.PLANNING / "data_report.json")
+        log_text = (rundir.read_text(self.run_dir / source / evidence.log_path)
+                    or rundir.read_text(self.run_dir / source / "job_output.log"))
         diagnosis = diagnose(evidence, self.spec, self._gpu(evidence).util_mean,
-                             DataReport.model_validate(report_raw) if report_raw else None)
+                             DataReport.model_validate(report_raw) if report_raw else None, log_text)
         fixing = status.decisions[-1].decision == "fix"
         base = settings if fixing else self._best_settings(status)
         recommendations = recommend(diagnosis, base, self.spec)
@@ -239,7 +268,7 @@ class LocalRunner:
         rundir.write_json(out / "recommendations.json",
                           {"source": source, "base_settings": base.model_dump(mode="json"),
                            "recommendations": [r.model_dump(mode="json") for r in recommendations]})
-        gate = evaluate_diagnostics(diagnosis.primary_issue, recommendations, report, run_dir=rel,
+        gate = evaluate_diagnostics(diagnosis, recommendations, report, (decision, reason), run_dir=rel,
                                     iteration=status.iteration)
         self._write_gate(status, f"diagnostics.{status.diagnostics_runs}", gate, out, "gate_report.md",
                          "Diagnostics gate")
@@ -253,6 +282,8 @@ class LocalRunner:
                 machine.record(status, "gate-failed", f"the baseline needs fixing again after {status.baseline_attempts} attempts: {reason}")
                 return
             status.baseline_attempts += 1
+        if decision == "finalize":
+            self._accept_best(status, reason)
         machine.record(status, decision, reason)
 
     def _optimization(self, status: PipelineStatus) -> None:
@@ -279,14 +310,25 @@ class LocalRunner:
         )
         rundir.write_text(out / "optimization_results.md", text)
         files = self._files(out, rel, "optimization_results.md")
-        gate = evaluate_optimization(evidence, files, self._gpu(evidence), self.spec, self._remaining_budget(status),
-                                     text, iteration=iteration)
+        baseline_evidence = Evidence.read(self.run_dir / baseline.run_dir / "evidence.json") if baseline else None
+        gate = evaluate_optimization(evidence, files, self._gpu(evidence), self.spec,
+                                     self._budget_at_start(status, evidence), text, iteration=iteration,
+                                     checkpoint_every=job.train.checkpoint_every, baseline=baseline_evidence)
         self._write_gate(status, f"optimization.{iteration}", gate, out, "gate_report.md", "Optimization gate")
         status.artifacts.update({f"optimization.{iteration}.results": f"{rel}/optimization_results.md",
                                  "training.latest": rel})
         if not gate.passed:
-            machine.record(status, "gate-failed", "Optimization gate failed: " + _failures(gate))
+            # Seed 001: an optimization that failed is "no improvement"; the
+            # pipeline already holds a healthy best (the baseline passed its
+            # gate), so it finalizes that best instead of throwing the run away.
+            self._disqualify(status, rel)
+            reason = (f"Optimization iteration {iteration} failed its gate ({_failures(gate)}): "
+                      f"keeping the best result so far ({status.best_run}) and finalizing it")
+            self._accept_best(status, reason)
+            machine.record(status, "finalize", reason)
             return
+        if decision == "finalize":
+            self._accept_best(status, reason)
         machine.record(status, decision, reason)
 
     def _finalization(self, status: PipelineStatus) -> None:
@@ -320,15 +362,17 @@ class LocalRunner:
         if export:
             guide = render_deployment_guide(export, self._best_settings(status).model_name, test)
             rundir.write_text(out / "deployment_guide.md", guide)
-        approved = self._approved() if self.spec.approval.required else None
+        accepted = self._ceiling(status, test, target) if status.accepted_best else None
+        approved = self._approved(status) if self.spec.approval.required else None
         files = self._files(out, rel, "test_results.md")
-        gate = evaluate_finalization(evidence, files, self._gpu(evidence), self.spec, self._remaining_budget(status),
-                                     test, export, guide, approved, status.budget_exhausted)
-        budget_note = ("The budget was spent before the target was reached: this is the best result, "
-                       "finalized as the budget rule says.") if status.budget_exhausted else None
+        gate = evaluate_finalization(evidence, files, self._gpu(evidence), self.spec,
+                                     self._budget_at_start(status, evidence), test, export, guide, approved, accepted,
+                                     checkpoint_every=self._checkpoint_every(out))
+        budget_note = (f"The target was not reached: this is the best result, finalized as the master workflow "
+                       f"says ({status.accepted_best}); see {CEILING}.") if status.accepted_best else None
         rundir.write_text(out / "production_ready.md", render_production_ready(gate, budget_note))
         self._write_gate(status, "finalization", gate, out, "gate_report.md", "Production-ready gate")
-        for name in ("test_results.md", "deployment_guide.md", "production_ready.md", "model.onnx",
+        for name in ("test_results.md", "deployment_guide.md", "production_ready.md", CEILING, "model.onnx",
                      "model.ts", "model.pt2", "confusion_matrix.png", "export.json"):
             if (out / name).exists():
                 status.artifacts[f"finalization.{name}"] = f"{rel}/{name}"
@@ -336,17 +380,57 @@ class LocalRunner:
         if blocking:
             machine.record(status, "gate-failed", "Production-ready gate failed: " + _failures(gate))
         elif self.spec.approval.required and not approved:
-            machine.record(status, "await-approval", "every check passed; waiting for a person to approve "
+            short = (f" (the target was not met: a person decides whether this best result, documented in "
+                     f"{CEILING}, is good enough)") if status.accepted_best else ""
+            machine.record(status, "await-approval", f"every check passed{short}; waiting for a person to approve "
                            f"(trainpipe approve {self.run_dir})")
+        elif status.accepted_best:
+            machine.record(status, "gate-passed", "production-ready, target not met: the best result is deployed "
+                           f"and its performance ceiling documented in {CEILING} ({status.accepted_best})")
         else:
             machine.record(status, "gate-passed", "production-ready: every mandatory check passed")
 
+    def _ceiling(self, status: PipelineStatus, test: TestEvaluation | None, target: str) -> AcceptedBest:
+        """Write performance_ceiling.md: the best validation and test figures
+        against the target, and what was tried."""
+        out = self.run_dir / rundir.FINALIZATION
+        metric = "val_acc" if self.spec.target.metric == "test_acc" else self.spec.target.metric
+        best_value = status.metrics.best_target_metric
+        tried = []
+        for r in (r for r in status.runs if r.phase == "Optimization"):
+            path = self.run_dir / r.run_dir / "optimization_config.yaml"
+            config = rundir.read_yaml_dict(path) if path.exists() else {}
+            changes = [f"{c.get('path')}: {c.get('old')} -> {c.get('new')}"
+                       for c in (config.get("changes") or []) if isinstance(c, dict) and not c.get("note")]
+            tried.append((r.iteration, changes))
+        text = render_performance_ceiling(
+            target, self.spec.target.value, status.accepted_best or "", status.best_run,
+            (metric, best_value), test_figure(test, self.spec.target.metric), status.runs, tried)
+        rundir.write_text(out / CEILING, text)
+        return AcceptedBest(reason=status.accepted_best or "", best_value=best_value, ceiling_text=text)
+
+    def _disqualify(self, status: PipelineStatus, rel: str) -> None:
+        """A run whose gate failed is never the best: mark it and pick the best again."""
+        status.runs = [r.model_copy(update={"status": "gate-failed"}) if r.run_dir == rel else r for r in status.runs]
+        best = self._best_result(status)
+        status.best_run = best.run_dir if best else None
+        status.metrics.best_target_metric = best.target_metric if best else None
+
     def approve(self, status: PipelineStatus, approver: str) -> PipelineStatus:
-        """Record the approval and move AwaitingApproval on (no training)."""
-        rundir.write_json(self.run_dir / "approval.json",
-                          {"approved": True, "by": approver, "time": machine.now_iso()})
+        """Record the approval and move AwaitingApproval on (no training).
+
+        Raises:
+            NotAwaitingApproval: the pipeline is in any other phase: there is no
+                result to approve yet (or any more), and nothing is recorded.
+        """
         if status.phase != "AwaitingApproval":
-            return status
+            raise NotAwaitingApproval(
+                f"{self.name}: the pipeline is in {status.phase}, not AwaitingApproval; nothing was approved. "
+                + ("Wait until Finalization's gate has passed and the pipeline waits for approval "
+                   f"(trainpipe status {self.run_dir}), then approve."
+                   if status.phase not in machine.TERMINAL else "A finished pipeline cannot be approved."))
+        rundir.write_json(self.run_dir / "approval.json",
+                          {"approved": True, "by": approver, "time": machine.now_iso(), "runId": status.run_id})
         evidence = Evidence.read(self.run_dir / rundir.FINALIZATION / "evidence.json")
         status.phase = "Finalization"  # re-evaluate the gate with the approval on record
         self._finalize_documents_and_gate(status, evidence)
@@ -357,9 +441,18 @@ class LocalRunner:
         return status
 
     # ------------------------------------------------------------- helpers
-    def _approved(self) -> bool:
+    def _approved(self, status: PipelineStatus) -> bool:
+        """An approval counts for the run it names: one left from an earlier run
+        of this directory, or written by hand without the run id, does not."""
         data = rundir.read_json(self.run_dir / "approval.json")
-        return bool(data and data.get("approved"))
+        return bool(data and data.get("approved") and data.get("runId") == status.run_id)
+
+    def _checkpoint_every(self, out: Path) -> int:
+        """The interval the job was configured with (job.yaml), for periodic-checkpoints."""
+        path = out / "job.yaml"
+        train = (rundir.read_yaml_dict(path).get("train") or {}) if path.exists() else {}
+        every = train.get("checkpointEvery", 1) if isinstance(train, dict) else 1
+        return every if isinstance(every, int) and every > 0 else 1
 
     def _run_job(self, status: PipelineStatus, phase: str, job: JobConfig, out: Path,
                  job_file: Path | None = None, attempt: int = 1) -> int:

@@ -1,12 +1,15 @@
 """Phase 5 documents: ``test_results.md`` (the held-out test split, once),
 ``deployment_guide.md`` (inputs, preprocessing, outputs, how to load each
-artifact) and ``production_ready.md`` (the production-ready gate, readable)."""
+artifact), ``performance_ceiling.md`` (a pipeline that accepted its best
+short of the target) and ``production_ready.md`` (the production-ready gate,
+readable)."""
 
 from __future__ import annotations
 
 from trainpipe_operator.gates.checks import GateResult
 from trainpipe_operator.reports.gate import render_gate
 from trainpipe_operator.reports.markdown import fmt, table
+from trainpipe_operator.spec.status import RunResult
 from trainpipe_trainer.contract.results import ExportReport, TestEvaluation
 
 GUIDE_SECTIONS = ("Inputs", "Preprocessing", "Outputs", "Loading")
@@ -96,6 +99,59 @@ def render_deployment_guide(export: ExportReport, model_name: str, test: TestEva
             (p.runtime, p.samples, p.max_abs_diff, f"{fmt(p.allclose)} ({p.rtol}, {p.atol})", f"{p.top1_agree}/{p.samples}")
             for p in export.parity
         ]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_performance_ceiling(
+    target: str,
+    target_value: float,
+    reason: str,
+    best_run: str | None,
+    best: tuple[str, float | None],
+    test: tuple[str, float | None],
+    runs: list[RunResult],
+    tried: list[tuple[int, list[str]]],
+) -> str:
+    """Seed 001: "accept best result, document performance ceiling, deploy".
+    ``best``/``test``: (name, value) of the best validation figure and the test
+    figure; ``tried``: (iteration, the config changes it made) per Optimization
+    iteration."""
+    lines = [
+        "# Performance ceiling",
+        "",
+        "The pipeline stopped short of its target and finalized its best result, as the master "
+        "workflow says (accept the best result, document the performance ceiling, deploy).",
+        "",
+        "## Target",
+        "",
+        f"Target: {target} (value {fmt(target_value)}). Not reached.",
+        "",
+        f"Why the pipeline stopped: {reason}",
+        "",
+        "## Best result",
+        "",
+        table(["", ""], [
+            ("best run", best_run or "n/a"),
+            (f"best validation {best[0]}", best[1]),
+            (test[0] + " (held-out test split)", test[1]),
+            ("target", target_value),
+        ]),
+        "",
+        "## What was tried",
+        "",
+        table(["phase", "iteration", "run", "status", "target metric (validation)", "best val acc", "best val loss"],
+              [(r.phase, r.iteration, r.run_dir, r.status, r.target_metric, r.best_val_acc, r.best_val_loss)
+               for r in runs]),
+        "",
+    ]
+    for iteration, changes in tried:
+        lines += [f"Optimization iteration {iteration}: " + ("; ".join(changes) if changes else "no change applied"), ""]
+    lines += [
+        "A ceiling like this usually means the data's quality, the model's capacity or the task's own "
+        "difficulty limits the result; more of the same tuning is unlikely to move it. Next steps: "
+        "more or cleaner data, a larger model (spec.model.name), or a target that fits the task.",
         "",
     ]
     return "\n".join(lines)

@@ -22,6 +22,7 @@ def render_summary(pipeline: TrainingPipeline) -> str:
             ("best val accuracy", m.best_val_acc), ("best val loss", m.best_val_loss),
             ("test accuracy", m.test_acc), ("optimization iterations", status.iteration),
             ("started", status.started_at), ("finished", status.finished_at),
+            *([("accepted best, target not met", status.accepted_best)] if status.accepted_best else []),
         ]),
         "",
         "## Gates",

@@ -115,7 +115,9 @@ class BaselineSpec(CamelModel):
 
 
 class OptimizationSpec(CamelModel):
-    max_iterations: int = Field(3, ge=0, le=20, description="optimization iterations at most")
+    # At least 1: the decision to stop is taken after an iteration, so 0 would
+    # still run one (docs/gates.md, Known gaps); refused here, naming the field.
+    max_iterations: int = Field(3, ge=1, le=20, description="optimization iterations at most (1-20)")
     min_improvement: float = Field(
         0.02, ge=0, le=1, description="a gain under this (absolute, in the target metric) counts as diminishing"
     )

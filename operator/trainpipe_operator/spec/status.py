@@ -111,6 +111,11 @@ class PipelineStatus(CamelModel):
     baseline_attempts: int = 0
     diagnostics_runs: int = 0
     budget_exhausted: bool = False
+    accepted_best: str | None = Field(
+        default=None,
+        description="why the pipeline finalizes its best result short of the target (diminishing returns, "
+        "iterations used up, budget spent); null while it aims for the target",
+    )
     best_run: str | None = None
     runs: list[RunResult] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
