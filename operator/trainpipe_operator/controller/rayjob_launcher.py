@@ -34,13 +34,16 @@ class RayJobLauncher:
 
     def __init__(self, api: Any, namespace: str, owner: dict[str, str], image: str, resources: ResourcesSpec,
                  claim: str, artifact_root: Path, on_submit: Callable[[str], None] | None = None,
-                 metrics_port: int | None = None) -> None:
+                 metrics_port: int | None = None, sub_path: str | None = None) -> None:
         self.api = api  # kubernetes.client.CustomObjectsApi
         self.namespace = namespace
         self.owner = owner
         self.image = image
         self.resources = resources
-        self.storage = {"claimName": claim, "mountPath": str(artifact_root)}
+        # ``sub_path``: the folder of the claim mounted at ``artifact_root``
+        # (the pipeline's namespace: its pods see no other team's folder).
+        self.storage = {"claimName": claim, "mountPath": str(artifact_root),
+                        **({"subPath": sub_path} if sub_path else {})}
         self.on_submit = on_submit
         self.metrics_port = metrics_port
 

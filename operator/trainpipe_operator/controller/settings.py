@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainpipe_operator.tenancy.settings import TenancySettings
+
 DEFAULT_GPU_QUERY = (
     'avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{namespace="{namespace}", pod=~"{pod_regex}"}}[{window}s]))'
 )
@@ -29,7 +31,14 @@ class OperatorSettings:
     pipeline, job, pod_regex, window (seconds)."""
 
     ray_address: str | None = field(default_factory=lambda: os.environ.get("TRAINPIPE_RAY_ADDRESS") or None)
-    """Ray Job API used when a pipeline's ``runtime.ray.address`` is empty."""
+    """Ray Job API used when a pipeline's ``runtime.ray.address`` is empty
+    (always allowed: the operator's administrator chose it)."""
+
+    ray_allowed_addresses: list[str] = field(default_factory=lambda: [
+        a.strip() for a in os.environ.get("TRAINPIPE_RAY_ALLOWED_ADDRESSES", "").split(",") if a.strip()])
+    """Ray Job API addresses a ``runtime.type: ray`` pipeline may name (comma-
+    separated); any other is refused naming the field. Empty (and no
+    ``ray_address``): only ``runtime.type: rayjob`` runs."""
 
     poll_seconds: float = field(default_factory=lambda: float(os.environ.get("TRAINPIPE_POLL_SECONDS", "2")))
     """How often running pipelines are reconciled (a kopf timer, not a loop)."""
@@ -57,6 +66,12 @@ class OperatorSettings:
     (0: off). RayJob worker pods declare it as the container port ``metrics``
     (the chart's PodMonitor scrapes it); on a shared Ray cluster, a job that
     finds the port taken trains on without metrics."""
+
+    def tenancy(self) -> TenancySettings:
+        """What the tenancy rules read (the webhook builds the same)."""
+        return TenancySettings(artifact_root=str(self.artifact_root),
+                               ray_allowed_addresses=tuple(self.ray_allowed_addresses),
+                               default_ray_address=self.ray_address)
 
     def run_dir(self, namespace: str, name: str, uid: str) -> Path:
         return self.artifact_root / namespace / f"{name}-{uid[:8]}"

@@ -102,13 +102,14 @@ class RayJobLauncher:
         self.wait = wait
         self.on_submit = on_submit
         self._head: subprocess.Popen | None = None
-        if token:
-            os.environ["RAY_AUTH_TOKEN"] = token
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
         self.address = address or self._start_local_head()
+        token = token or getattr(self, "_local_token", None)
         from ray.job_submission import JobSubmissionClient  # Ray's client: no torch
 
-        self.client = JobSubmissionClient(self.address)
+        # The token travels in this client's own headers, to this address
+        # only: never the process environment, where every other client (of
+        # every other pipeline, to any address) would send it too.
+        self.client = JobSubmissionClient(self.address, headers=auth_headers(token))
 
     def _start_local_head(self) -> str:
         """A Ray head of its own (``devcluster.RayHead``: ``ray start --head
@@ -120,6 +121,7 @@ class RayJobLauncher:
 
         head = RayHead(Path(tempfile.mkdtemp(prefix="trainpipe-ray-head-"))).start()
         self._local_head: RayHead | None = head
+        self._local_token = head.token
         self._head = head.process
         log.info("started a local Ray head (dashboard %s, log %s)", head.address, head.log_path)
         return head.address
@@ -187,6 +189,27 @@ class RayJobLauncher:
             head.stop()
         self._local_head = None
         self._head = None
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The Job API's bearer header for ``token``. Without one, an empty
+    ``Authorization`` all the same: Ray's client would otherwise add the
+    token it finds in ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token`` (when
+    ``RAY_AUTH_MODE=token``), sending a credential to an address it was not
+    given for."""
+    return {"Authorization": f"Bearer {token}" if token else ""}
+
+
+def local_token() -> str | None:
+    """``trainpipe run`` on the user's own machine: their ``RAY_AUTH_TOKEN``,
+    else Ray's token file (``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def _wait_for_dashboard(address: str, head: subprocess.Popen, timeout: float) -> None:
