@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from trainpipe_operator.devcluster import RayHead
-from trainpipe_operator.pipeline.launchers import auth_headers
 
 from .operator_harness import (
     Cluster,
@@ -146,23 +145,29 @@ def second_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayHead]:
 def _submissions(head_address: str, token: str) -> list[str]:
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(head_address, headers=auth_headers(token))
+    client = JobSubmissionClient(head_address, headers={"Authorization": f"Bearer {token}"})
     return [job.submission_id or "" for job in client.list_jobs()]
 
 
 def test_two_pipelines_with_their_own_tokens_and_addresses_each_reach_only_their_own_head(
-        cluster: Cluster, second_head: RayHead, tmp_path: Path) -> None:
+        cluster: Cluster, second_head: RayHead, tmp_path: Path, attacker: tuple[str, list]) -> None:
+    """team-a names no address (its Secret's is used), team-b names its own;
+    team-c names a server of its author's, allowed, with no token: none of
+    the others' tokens may reach it (as a process-wide token would)."""
+    recorder, seen = attacker
     assert cluster.ray_token != second_head.token
     heads = {"team-a": (cluster.ray_address, cluster.ray_token), "team-b": (second_head.address, second_head.token)}
     for namespace, (address, token) in heads.items():
         kubectl(cluster.admin, "create", "namespace", namespace, check=False)
         apply(cluster.admin, ray_token_secret("ray", namespace, address, token))
+    kubectl(cluster.admin, "create", "namespace", "team-c", check=False)
     operator = OperatorProcess(cluster.operator_kubeconfig, cluster.artifact_root, tmp_path,
-                               ray_allowed_addresses=[cluster.ray_address, second_head.address]).start()
+                               ray_allowed_addresses=[cluster.ray_address, second_head.address, recorder]).start()
     try:
-        for namespace in heads:
-            manifest = pipeline_manifest(f"reach-{namespace}", "", "ray", baseline={"epochs": 50})
-            manifest["spec"]["runtime"]["ray"].pop("address")  # the Secret's address is the one used
+        for namespace, (address, _token) in heads.items():
+            manifest = pipeline_manifest(f"reach-{namespace}", address, "ray", baseline={"epochs": 50})
+            if namespace == "team-a":
+                manifest["spec"]["runtime"]["ray"].pop("address")  # the Secret's address is the one used
             manifest["metadata"]["namespace"] = namespace
             apply(cluster.admin, manifest)
 
@@ -172,14 +177,21 @@ def test_two_pipelines_with_their_own_tokens_and_addresses_each_reach_only_their
 
         ids = {ns: wait_for(f"{ns}'s job on its own head", lambda ns=ns: submitted(ns), timeout=300)
                for ns in heads}
+        tokenless = pipeline_manifest("reach-team-c", recorder, "ray")
+        tokenless["spec"]["runtime"]["ray"].pop("tokenSecret")
+        tokenless["metadata"]["namespace"] = "team-c"
+        apply(cluster.admin, tokenless)
+        wait_for("team-c's requests to its author's server", lambda: len(seen) >= 2, timeout=120)
         on_a, on_b = _submissions(*heads["team-a"]), _submissions(*heads["team-b"])
         assert not any(s.startswith("reach-team-b") for s in on_a), on_a
         assert not any(s.startswith("reach-team-a") for s in on_b), on_b
         assert ids["team-a"] in on_a and ids["team-b"] in on_b
         for namespace in heads:
-            assert _status(cluster, f"reach-{namespace}", namespace).get("phase") not in ("Failed",)
+            assert _status(cluster, f"reach-{namespace}", namespace).get("phase") != "Failed"
+        sent = {authorization for _method, _path, authorization in seen}
+        assert not any(token in header for header in sent for _a, token in heads.values()), sent
     finally:
-        for namespace in heads:
+        for namespace in (*heads, "team-c"):
             kubectl(cluster.admin, "delete", "tp", f"reach-{namespace}", "-n", namespace, "--timeout=120s",
                     check=False)
         operator.stop()
