@@ -115,3 +115,16 @@ def test_the_chart_passes_the_ray_allow_list() -> None:
     assert with_cluster == "http://tp-trainpipe-ray-head-svc:8265,http://tp-trainpipe-ray-head-svc.ml.svc:8265"
     listed = _allowed_env(render(sets={"operator.rayAllowedAddresses[0]": "http://ray.team-a.svc:8265"}))
     assert listed == "http://ray.team-a.svc:8265"
+
+
+def test_a_failed_jobs_output_never_reaches_status() -> None:
+    """Ray (and KubeRay) append a failed job's last output to its message;
+    the status keeps the sentence, the output stays in job_output.log."""
+    from trainpipe_operator.pipeline.launchers import status_message
+
+    ray = ("Job entrypoint command failed with exit code 1, last available logs (truncated to 20,000 chars):\n"
+           "team-b secret line 1\nteam-b secret line 2\n")
+    assert status_message(ray) == ("Job entrypoint command failed with exit code 1 (its output: job_output.log "
+                                   "in the phase's run directory)")
+    assert status_message("DeadlineExceeded: first line\nsecond line") == "DeadlineExceeded: first line"
+    assert status_message(None) == ""

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from trainpipe_operator.kuberay.rayjob import build_rayjob, rayjob_outcome
-from trainpipe_operator.pipeline.launchers import INTERRUPTED, JobOutcome, JobPending
+from trainpipe_operator.pipeline.launchers import (
+    INTERRUPTED,
+    JobOutcome,
+    JobPending,
+    status_message,
+)
 from trainpipe_operator.spec.pipeline import ResourcesSpec
 
 log = logging.getLogger(__name__)
@@ -69,7 +74,8 @@ class RayJobLauncher:
         code = 0 if state.succeeded else (INTERRUPTED if state.state == "STOPPED" else 1)
         output = run_dir / "job_output.log"
         output.write_text(f"RayJob {self.namespace}/{name}: {state.state}: {state.message}\n", encoding="utf-8")
-        return JobOutcome(exit_code=code, submission_id=submission_id, output_path=output, message=state.message)
+        return JobOutcome(exit_code=code, submission_id=submission_id, output_path=output,
+                          message=status_message(state.message))
 
     def stop(self, submission_id: str) -> bool:
         """Deleting the RayJob stops the job and its cluster."""

@@ -158,7 +158,7 @@ class RayJobLauncher:
         elif code is None:
             code = 0 if str(info.status.value if hasattr(info.status, "value") else info.status) == "SUCCEEDED" else 1
         return JobOutcome(exit_code=int(code), submission_id=submission_id, output_path=output,
-                          message=info.message or "")
+                          message=status_message(info.message))
 
     def stop(self, submission_id: str) -> bool:
         """Ask a running job to stop (SIGTERM to its driver: it checkpoints)."""
@@ -189,6 +189,21 @@ class RayJobLauncher:
             head.stop()
         self._local_head = None
         self._head = None
+
+
+LOG_TAIL_MARKER = ", last available logs"
+
+
+def status_message(message: str | None) -> str:
+    """A job's message as the pipeline's status may show it. Ray (and KubeRay,
+    which copies it) appends the job's last 20,000 characters of output to a
+    failed job's message: whatever the job printed, file contents included.
+    Status and Events keep the sentence before it; the output itself stays
+    in ``job_output.log`` in the run directory."""
+    text = (message or "").strip()
+    if LOG_TAIL_MARKER in text:
+        return text.split(LOG_TAIL_MARKER, 1)[0] + " (its output: job_output.log in the phase's run directory)"
+    return text.splitlines()[0][:500] if text else ""
 
 
 def auth_headers(token: str | None) -> dict[str, str]:
