@@ -60,6 +60,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
             setattr(settings, name, value)
     if args.namespace:
         settings.namespaces = args.namespace
+    if args.ray_allowed_address:
+        settings.ray_allowed_addresses = args.ray_allowed_address
     return run_operator(settings, args.kubeconfig, json_logs=not args.plain_logs)
 
 
@@ -104,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--artifact-root", type=Path, help="shared artifact store ($TRAINPIPE_ARTIFACT_ROOT)")
     operator.add_argument("--prometheus-url", help="Prometheus for the GPU check ($TRAINPIPE_PROMETHEUS_URL)")
     operator.add_argument("--ray-address", help="default Ray Job API address ($TRAINPIPE_RAY_ADDRESS)")
+    operator.add_argument("--ray-allowed-address", action="append", default=None,
+                          help="a Ray Job API address pipelines may name (repeatable; "
+                               "$TRAINPIPE_RAY_ALLOWED_ADDRESSES, comma-separated)")
     operator.add_argument("--namespace", action="append", default=None, help="watch only these (repeatable)")
     operator.add_argument("--metrics-port", type=int, help="/metrics port, 0: off ($TRAINPIPE_METRICS_PORT, 9090)")
     operator.add_argument("--liveness-port", type=int,

@@ -23,6 +23,19 @@ REPO = Path(__file__).resolve().parents[2]
 TRAINPIPE = str(Path(sys.executable).parent / "trainpipe")
 CRD_FILE = REPO / "crds" / "trainingpipelines.trainpipe.io.yaml"
 TOKEN_SECRET = "ray-token"
+RAY_TOKEN_TYPE = "trainpipe.io/ray-token"
+# The Ray Job API addresses the operator of a test cluster may use, by the
+# operator's kubeconfig (start_cluster registers its Ray head): an
+# OperatorProcess allows them unless told otherwise.
+ALLOWED_RAY_ADDRESSES: dict[str, list[str]] = {}
+
+
+def ray_token_secret(name: str, namespace: str, address: str, token: str) -> dict[str, Any]:
+    """A Secret the operator uses for a Ray token: its type, and the address the token belongs to."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": RAY_TOKEN_TYPE,
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {"address": base64.b64encode(address.encode()).decode(),
+                     "token": base64.b64encode(token.encode()).decode()}}
 
 
 def free_port() -> int:
@@ -81,7 +94,8 @@ class OperatorProcess:
     """`trainpipe operator` as a child process with its own log file."""
 
     def __init__(self, kubeconfig: Path, artifact_root: Path, workdir: Path, prometheus_url: str | None = None,
-                 poll_seconds: float = 1.0, trainer_metrics_port: int | None = None, webhook: bool = False) -> None:
+                 poll_seconds: float = 1.0, trainer_metrics_port: int | None = None, webhook: bool = False,
+                 ray_allowed_addresses: list[str] | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.artifact_root = artifact_root
         self.log_path = workdir / "operator.log"
@@ -94,6 +108,8 @@ class OperatorProcess:
         # (install_webhook points the chart's configurations at it).
         self.webhook_port = free_port() if webhook else 0
         self.webhook_certs = workdir / "webhook-certs"
+        self.ray_allowed_addresses = (ALLOWED_RAY_ADDRESSES.get(str(kubeconfig), [])
+                                      if ray_allowed_addresses is None else ray_allowed_addresses)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> OperatorProcess:
@@ -110,6 +126,8 @@ class OperatorProcess:
             write_self_signed(self.webhook_certs, ["127.0.0.1"])
             command += ["--webhook-port", str(self.webhook_port), "--webhook-cert-dir", str(self.webhook_certs),
                         "--operator-user", OPERATOR_USER]
+        for address in self.ray_allowed_addresses:
+            command += ["--ray-allowed-address", address]
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
         self.proc = subprocess.Popen(command, stdout=self.log_path.open("a"), stderr=subprocess.STDOUT,
                                      start_new_session=True, env=env)
@@ -294,9 +312,8 @@ def start_cluster(control_plane: Any, ray_head: Any, workdir: Path) -> Cluster:
     # The operator runs as the Helm chart's ServiceAccount, with the chart's RBAC.
     operator_kubeconfig = operator_as_chart_service_account(control_plane, workdir / "operator.kubeconfig")
     rayjob_crd = install_rayjob_crd(admin)
-    token = base64.b64encode(ray_head.token.encode()).decode()
-    apply(admin, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": TOKEN_SECRET, "namespace": "default"},
-                  "data": {"token": token}})
+    apply(admin, ray_token_secret(TOKEN_SECRET, "default", ray_head.address, ray_head.token))
+    ALLOWED_RAY_ADDRESSES[str(operator_kubeconfig)] = [ray_head.address]
     return Cluster(admin, operator_kubeconfig, ray_head.address, ray_head.token,
                    workdir / "artifacts", workdir, rayjob_crd)
 

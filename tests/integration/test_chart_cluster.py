@@ -97,6 +97,18 @@ def can(admin: Path, service_account: str, *args: str) -> str:
     return kubectl(admin, "auth", "can-i", *args, "--as", service_account, check=False).stdout.strip()
 
 
+def allowed(admin: Path, user: str, verb: str, group: str, resource: str, namespace: str,
+            subresource: str = "") -> bool:
+    """A SubjectAccessReview: the API server's answer, whether or not the
+    resource's CRD is installed (kubectl auth can-i needs discovery)."""
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+              "spec": {"user": user, "groups": ["system:serviceaccounts", "system:authenticated"],
+                       "resourceAttributes": {"verb": verb, "group": group, "resource": resource,
+                                              "subresource": subresource, "namespace": namespace}}}
+    out = kubectl(admin, "create", "-o", "json", "-f", "-", input=json.dumps(review)).stdout
+    return bool(json.loads(out)["status"].get("allowed"))
+
+
 def test_cluster_mode_rbac_is_least_privilege_for_the_charts_service_account(admin: Path) -> None:
     ensure_namespace(admin, NAMESPACE)
     docs = render(release="rbacrel", namespace=NAMESPACE)
@@ -109,6 +121,16 @@ def test_cluster_mode_rbac_is_least_privilege_for_the_charts_service_account(adm
     assert can(admin, sa, "list", "secrets", "--all-namespaces") == "no"
     assert can(admin, sa, "delete", "trainingpipelines.trainpipe.io", "-n", "anywhere") == "no"
     assert can(admin, sa, "create", "pods", "-n", "anywhere") == "no"
+    # Only the verbs the code calls: RayJobs get/create/delete, nothing PUTs.
+    for verb in ("get", "create", "delete"):
+        assert allowed(admin, sa, verb, "ray.io", "rayjobs", "anywhere"), verb
+    for verb, group, resource, sub in (("list", "ray.io", "rayjobs", ""), ("watch", "ray.io", "rayjobs", ""),
+                                       ("patch", "ray.io", "rayjobs", ""),
+                                       ("update", "trainpipe.io", "trainingpipelines", ""),
+                                       ("update", "trainpipe.io", "trainingpipelines", "status"),
+                                       ("patch", "", "events", "")):
+        assert not allowed(admin, sa, verb, group, resource, "anywhere", sub), (verb, resource, sub)
+    assert allowed(admin, sa, "patch", "trainpipe.io", "trainingpipelines", "anywhere", "status")
 
 
 def test_namespaced_mode_grants_only_the_watched_namespaces(admin: Path) -> None:
@@ -126,6 +148,10 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(admin: Path) -> None
     assert can(admin, sa, "patch", "trainingpipelines.trainpipe.io/status", "-n", "default") == "no"
     assert can(admin, sa, "list", "trainingpipelines.trainpipe.io", "--all-namespaces") == "no"
     assert can(admin, sa, "get", "secrets/ray-token", "-n", "default") == "no"
+    assert can(admin, sa, "get", "secrets", "-n", "kube-system") == "no"
+    assert can(admin, sa, "get", "secrets/ray-token", "-n", "kube-system") == "no"
+    assert not allowed(admin, sa, "get", "", "secrets", "kube-system")
+    assert allowed(admin, sa, "get", "", "secrets", "team-a")  # the check can say yes
     assert can(admin, sa, "watch", "customresourcedefinitions.apiextensions.k8s.io") == "yes"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any, get_args
 
 import kopf
@@ -30,6 +31,7 @@ RAY = {"type": "ray", "ray": {"address": "http://ray:8265"}}
 def settings(**kw: Any) -> OperatorSettings:
     s = OperatorSettings()
     s.ray_address = None
+    s.ray_allowed_addresses = [RAY["ray"]["address"]]
     s.operator_user = "system:serviceaccount:trainpipe-system:trainpipe"
     for key, value in kw.items():
         setattr(s, key, value)
@@ -63,6 +65,17 @@ def test_a_rule_refuses_naming_the_field(spec: dict[str, Any], message: str) -> 
 ])
 def test_a_sound_spec_passes_every_rule(spec: dict[str, Any]) -> None:
     assert rules.check_spec(spec, "team-a", settings(ray_address="http://default:8265")) == []
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"runtime": RAY, "data": {"source": "../team-b/data"}}, "spec.data.source: "),
+    ({"runtime": RAY, "data": {"source": "/srv/artifacts/team-b/data"}}, "spec.data.source: "),
+    ({"runtime": RAY, "model": {"pretrained": "file:///etc/passwd"}}, "spec.model.pretrained: "),
+    ({"runtime": {"type": "ray", "ray": {"address": "http://evil.example:8265"}}}, "spec.runtime.ray.address: "),
+])
+def test_the_webhook_refuses_what_crosses_the_tenancy_boundary(spec: dict[str, Any], message: str) -> None:
+    problems = rules.check_spec(spec, "team-a", settings(artifact_root=Path("/srv/artifacts")))
+    assert [p for p in problems if p.startswith(message)], problems
 
 
 def test_a_target_metric_the_task_does_not_produce_is_refused_with_the_allowed_ones() -> None:

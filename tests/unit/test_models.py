@@ -62,3 +62,15 @@ def test_pretrained_weights_load_from_a_local_file_except_a_mismatched_head(tmp_
 def test_missing_pretrained_weights_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(PretrainedWeightsError, match="model.pretrained.*does not exist"):
         build_model("smallcnn", ModelBuildRequest(num_classes=10, image_size=16), pretrained=str(tmp_path / "x.pt"))
+
+
+def test_a_file_that_is_not_weights_is_refused_without_quoting_it(tmp_path: Path) -> None:
+    """The message reaches the pipeline's status: it names the file and the
+    problem, never what the file holds (torch's own text quotes it)."""
+    notes = tmp_path / "notes.pt"
+    notes.write_text("password=hunter2\n")
+    with pytest.raises(PretrainedWeightsError) as caught:
+        build_model("smallcnn", ModelBuildRequest(num_classes=10, image_size=16), pretrained=str(notes))
+    message = str(caught.value)
+    assert message == (f"model.pretrained: {str(notes)!r} does not load as a state dict (UnpicklingError); "
+                       "give a file saved with torch.save(model.state_dict())")

@@ -119,3 +119,18 @@ namespaceSelector:
       values: {{ toJson $root.Values.watchNamespaces }}
 {{- end }}
 {{- end -}}
+
+{{/* Ray Job API addresses pipelines may name (comma-separated): the
+operator.rayAllowedAddresses, plus the chart's own RayCluster service. */}}
+{{- define "trainpipe.rayAllowedAddresses" -}}
+{{- $addresses := list }}
+{{- range .Values.operator.rayAllowedAddresses }}
+{{- $addresses = append $addresses . }}
+{{- end }}
+{{- if .Values.rayCluster.enabled }}
+{{- $svc := printf "%s-ray-head-svc" (include "trainpipe.fullname" .) }}
+{{- $addresses = append $addresses (printf "http://%s:8265" $svc) }}
+{{- $addresses = append $addresses (printf "http://%s.%s.svc:8265" $svc .Release.Namespace) }}
+{{- end }}
+{{- join "," $addresses }}
+{{- end }}

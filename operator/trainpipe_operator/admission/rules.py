@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from trainpipe_operator import tenancy
 from trainpipe_operator.spec.pipeline import PipelineSpec
 from trainpipe_trainer.contract.validation_errors import format_validation_error
 
@@ -86,12 +87,19 @@ def ray_fields_only_for_ray(spec: dict[str, Any], namespace: str, settings: Any)
             for key in ("address", "tokenSecret") if _get(spec, "runtime", "ray", key)]
 
 
+def tenancy_boundary(spec: dict[str, Any], namespace: str, settings: Any) -> list[str]:
+    """Paths in the namespace's own folder, Ray addresses on the allow-list:
+    the same pure rules the operator enforces at reconcile (``tenancy``)."""
+    return tenancy.check_all(spec, namespace, settings.tenancy())
+
+
 RULES: tuple[Rule, ...] = (
     cross_field,
     target_metric_of_task,
     operator_runtime,
     ray_address_known,
     ray_fields_only_for_ray,
+    tenancy_boundary,
 )
 
 

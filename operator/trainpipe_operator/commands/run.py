@@ -11,7 +11,12 @@ from pathlib import Path
 import yaml
 
 from trainpipe_operator.pipeline import rundir
-from trainpipe_operator.pipeline.launchers import Launcher, ProcessLauncher, RayJobLauncher
+from trainpipe_operator.pipeline.launchers import (
+    Launcher,
+    ProcessLauncher,
+    RayJobLauncher,
+    local_token,
+)
 from trainpipe_operator.pipeline.progress import Progress
 from trainpipe_operator.pipeline.runner import (
     JobFailedToStart,
@@ -43,7 +48,8 @@ def _launcher(pipeline: TrainingPipeline) -> tuple[Launcher, str]:
             "spec.runtime.type: 'rayjob' needs the operator on Kubernetes (KubeRay); "
             "`trainpipe run` supports local and ray"])
     if runtime.type == "ray":
-        return RayJobLauncher(runtime.ray.address), "ray"
+        token = local_token() if runtime.ray.address else None  # a local head makes its own
+        return RayJobLauncher(runtime.ray.address, token=token), "ray"
     return ProcessLauncher(), "local"
 
 

@@ -16,6 +16,7 @@ from trainpipe_operator.pipeline.launchers import (
     JobOutcome,
     JobPending,
     entrypoint_gpus,
+    status_message,
 )
 from trainpipe_operator.spec.pipeline import ResourcesSpec
 
@@ -39,13 +40,16 @@ class RayJobLauncher:
 
     def __init__(self, api: Any, namespace: str, owner: dict[str, str], image: str, resources: ResourcesSpec,
                  claim: str, artifact_root: Path, on_submit: Callable[[str], None] | None = None,
-                 metrics_port: int | None = None) -> None:
+                 metrics_port: int | None = None, sub_path: str | None = None) -> None:
         self.api = api  # kubernetes.client.CustomObjectsApi
         self.namespace = namespace
         self.owner = owner
         self.image = image
         self.resources = resources
-        self.storage = {"claimName": claim, "mountPath": str(artifact_root)}
+        # ``sub_path``: the folder of the claim mounted at ``artifact_root``
+        # (the pipeline's namespace: its pods see no other team's folder).
+        self.storage = {"claimName": claim, "mountPath": str(artifact_root),
+                        **({"subPath": sub_path} if sub_path else {})}
         self.on_submit = on_submit
         self.metrics_port = metrics_port
 
@@ -72,7 +76,8 @@ class RayJobLauncher:
         code = 0 if state.succeeded else (INTERRUPTED if state.state == "STOPPED" else 1)
         output = run_dir / "job_output.log"
         output.write_text(f"RayJob {self.namespace}/{name}: {state.state}: {state.message}\n", encoding="utf-8")
-        return JobOutcome(exit_code=code, submission_id=submission_id, output_path=output, message=state.message)
+        return JobOutcome(exit_code=code, submission_id=submission_id, output_path=output,
+                          message=status_message(state.message))
 
     def stop(self, submission_id: str) -> bool:
         """Deleting the RayJob stops the job and its cluster."""

@@ -9,7 +9,6 @@ condition says so and how to apply it (delete and re-create).
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from trainpipe_operator import tenancy
 from trainpipe_operator.admission.approval import ApprovalKey, verified_approval
 from trainpipe_operator.controller.conditions import build_conditions
 from trainpipe_operator.controller.metrics import METRICS, OperatorMetrics
@@ -31,6 +31,8 @@ from trainpipe_operator.pipeline.runner import JobFailedToStart, LocalRunner
 from trainpipe_operator.prometheus.gpu import PromQLGpuSource
 from trainpipe_operator.spec.pipeline import TrainingPipeline
 from trainpipe_operator.spec.status import ApprovalStatus, Condition, PipelineStatus
+from trainpipe_operator.tenancy.paths import resolve_paths
+from trainpipe_operator.tenancy.ray_access import address_problems
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.validation_errors import format_validation_error
 
@@ -85,14 +87,18 @@ class Reconciler:
             status.conditions = build_conditions(status, meta.get("generation"), now)
             return TickResult(status, [Event("Warning", "InvalidSpec", status.message[:1000])])
 
+        # Outside the tenancy boundary (a path, an address, a Secret): refused
+        # before anything is written or sent; Failed is terminal, never retried.
+        launcher = self._checked_launcher(applied, namespace, status, meta.get("generation"), now)
+        if isinstance(launcher, TickResult):
+            return launcher
         run_dir = self.settings.run_dir(namespace, name, uid)
         pipeline = self._pin_spec(applied, run_dir, status, now)
-        try:
-            launcher = self._launcher(pipeline)
-        except ValueError as exc:  # a runtime this operator cannot run: never retried
-            status.phase, status.message, status.finished_at = "Failed", str(exc), now
-            status.conditions = build_conditions(status, meta.get("generation"), now)
-            return TickResult(status, [Event("Warning", "InvalidRuntime", str(exc)[:1000])])
+        if pipeline.spec != applied.spec:  # the pinned spec runs: it keeps to the boundary too
+            launcher = self._checked_launcher(pipeline, namespace, status, meta.get("generation"), now)
+            if isinstance(launcher, TickResult):
+                return launcher
+        pipeline = self._with_resolved_paths(pipeline, namespace)
         runner = LocalRunner(pipeline, run_dir, launcher, pipeline.spec.runtime.type,
                              resubmit_interrupted=True, gpu_source=self._gpu_source(pipeline),
                              metrics_port=self.settings.trainer_metrics_port or None)
@@ -130,6 +136,44 @@ class Reconciler:
             status.decisions[-1].reason = f"approved by {record.user} at {record.time}; {status.decisions[-1].reason}"
         return status
 
+    def _refusal(self, pipeline: TrainingPipeline, namespace: str) -> list[str]:
+        """The tenancy rules' messages for this spec (the webhook's, plus
+        the symbolic-link check only the operator, which mounts the store, can make)."""
+        spec, rules = pipeline.spec.dump(), self.settings.tenancy()
+        return tenancy.check_all(spec, namespace, rules) + tenancy.check_real_paths(spec, namespace, rules)
+
+    def _checked_launcher(self, pipeline: TrainingPipeline, namespace: str, status: PipelineStatus,
+                          generation: int | None, now: str) -> Launcher | TickResult:
+        """The pipeline's launcher, or the Failed result saying why there is none."""
+        refused = self._refusal(pipeline, namespace)
+        if refused:
+            return self._refuse(status, refused, generation, now)
+        try:
+            return self._launcher(pipeline)
+        except Refused as exc:
+            return self._refuse(status, exc.problems, generation, now)
+        except ValueError as exc:  # a runtime this operator cannot run: never retried
+            status.phase, status.message, status.finished_at = "Failed", str(exc), now
+            status.conditions = build_conditions(status, generation, now)
+            return TickResult(status, [Event("Warning", "InvalidRuntime", str(exc)[:1000])])
+
+    def _refuse(self, status: PipelineStatus, problems: list[str], generation: int | None, now: str) -> TickResult:
+        message = "refused: " + "; ".join(problems)
+        status.phase, status.message, status.finished_at = "Failed", message, now
+        status.conditions = build_conditions(status, generation, now)
+        log.warning("%s", message)
+        return TickResult(status, [Event("Warning", "Refused", message[:1000])])
+
+    def _with_resolved_paths(self, pipeline: TrainingPipeline, namespace: str) -> TrainingPipeline:
+        """The jobs get the absolute paths the rules resolved (a relative
+        path means one under the namespace's root, wherever the job runs)."""
+        resolved = {r.field: r.path for r in resolve_paths(pipeline.spec.dump(), namespace, self.settings.tenancy())}
+        spec = pipeline.spec
+        data = spec.data.model_copy(update={"source": resolved.get("spec.data.source", spec.data.source)})
+        model = spec.model.model_copy(update={"pretrained": resolved.get("spec.model.pretrained",
+                                                                          spec.model.pretrained)})
+        return pipeline.model_copy(update={"spec": spec.model_copy(update={"data": data, "model": model})})
+
     def _pin_spec(self, applied: TrainingPipeline, run_dir: Path, status: PipelineStatus, now: str) -> TrainingPipeline:
         """The spec in force is the one the run started with."""
         stored = run_dir / "pipeline.yaml"
@@ -158,31 +202,52 @@ class Reconciler:
 
             owner = {"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline", "name": meta.name,
                      "uid": meta.uid or ""}
-            return KubeRayLauncher(self.custom_api, meta.namespace or "default", owner, self.settings.rayjob_image,
-                                   pipeline.spec.resources, self.settings.artifact_claim, self.settings.artifact_root,
+            namespace = meta.namespace or "default"
+            # The pods mount their namespace's folder of the claim only
+            # (subPath), at the path it has in the operator: the job config's
+            # paths are the same there, and no other team's folder exists.
+            return KubeRayLauncher(self.custom_api, namespace, owner, self.settings.rayjob_image,
+                                   pipeline.spec.resources, self.settings.artifact_claim,
+                                   self.settings.artifact_root / namespace, sub_path=namespace,
                                    on_submit=lambda sid: self.metrics.submitted("rayjob", sid),
                                    metrics_port=self.settings.trainer_metrics_port or None)
         if runtime.type == "local":
             raise ValueError("spec.runtime.type: 'local' runs with `trainpipe run` on one machine; "
                              "the operator launches 'ray' (Ray Job API) or 'rayjob' (KubeRay)")
-        address = runtime.ray.address or self.settings.ray_address
+        namespace = meta.namespace or "default"
+        credential = self._credential(pipeline, namespace)
+        # A token goes only to the address its Secret names (checked to match
+        # the pipeline's, when it names one).
+        address = credential.address if credential else (runtime.ray.address or self.settings.ray_address)
         if not address:
             raise ValueError("spec.runtime.ray.address is empty and the operator has no default Ray address "
                              "(TRAINPIPE_RAY_ADDRESS)")
-        token = self._token(meta.namespace or "default", runtime.ray.token_secret)
+        problems = address_problems("spec.runtime.ray.address", address, self.settings.tenancy())
+        if problems:
+            raise Refused(problems)
+        token = credential.token if credential else None
         key = (address, token)
         if key not in self._ray_launchers:
             self._ray_launchers[key] = RayJobLauncher(address, token=token, wait=False,
                                                       on_submit=lambda sid: self.metrics.submitted("ray", sid))
         return self._ray_launchers[key]
 
-    def _token(self, namespace: str, secret: str | None) -> str | None:
-        if not secret:
+    def _credential(self, pipeline: TrainingPipeline, namespace: str) -> tenancy.RayCredential | None:
+        """The pipeline's Ray token and the address it belongs to; None when it names no Secret.
+
+        Raises:
+            Refused: a Secret not meant for trainpipe (a service-account token,
+                another type), or bound to another or a forbidden address.
+        """
+        name = pipeline.spec.runtime.ray.token_secret
+        if not name:
             return None
-        data = self.core_api.read_namespaced_secret(secret, namespace).data or {}
-        if "token" not in data:
-            raise ValueError(f"Secret {namespace}/{secret} has no key 'token' (spec.runtime.ray.tokenSecret)")
-        return base64.b64decode(data["token"]).decode().strip()
+        secret = self.core_api.read_namespaced_secret(name, namespace)  # 404: "not yet", retried
+        body = {"metadata": {"name": name}, "type": secret.type, "data": dict(secret.data or {})}
+        problems = tenancy.check_token_secret(body, pipeline.spec.dump(), namespace, self.settings.tenancy())
+        if problems:
+            raise Refused(problems)
+        return tenancy.credential(body, pipeline.spec.dump(), namespace, self.settings.tenancy())
 
     def _gpu_source(self, pipeline: TrainingPipeline) -> Callable[[Evidence], GpuMeasurement] | None:
         meta = pipeline.metadata
@@ -224,12 +289,20 @@ class Reconciler:
         try:
             applied = TrainingPipeline.model_validate({k: v for k, v in body.items() if k != "status"})
             launcher = self._launcher(applied)
-        except (ValidationError, ValueError):
+        except (ValidationError, ValueError):  # Refused too: nothing was ever sent there
             return None
         stop = getattr(launcher, "stop", None)
         if stop is not None and stop(status.job.submission_id):
             return status.job.submission_id
         return None
+
+
+class Refused(ValueError):
+    """The pipeline crosses the tenancy boundary: ``problems`` name each field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 def _now() -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from trainpipe_operator.prometheus.gpu import DEFAULT as DEFAULT_GPU_QUERY
 from trainpipe_operator.prometheus.gpu import DEFAULT_SM as DEFAULT_GPU_SM_QUERY
+from trainpipe_operator.tenancy.settings import TenancySettings
 
 
 @dataclass
@@ -33,7 +34,14 @@ class OperatorSettings:
     """PromQL for mean SM activity (0-1), same fields; empty: not queried."""
 
     ray_address: str | None = field(default_factory=lambda: os.environ.get("TRAINPIPE_RAY_ADDRESS") or None)
-    """Ray Job API used when a pipeline's ``runtime.ray.address`` is empty."""
+    """Ray Job API used when a pipeline's ``runtime.ray.address`` is empty
+    (always allowed: the operator's administrator chose it)."""
+
+    ray_allowed_addresses: list[str] = field(default_factory=lambda: [
+        a.strip() for a in os.environ.get("TRAINPIPE_RAY_ALLOWED_ADDRESSES", "").split(",") if a.strip()])
+    """Ray Job API addresses a ``runtime.type: ray`` pipeline may name (comma-
+    separated); any other is refused naming the field. Empty (and no
+    ``ray_address``): only ``runtime.type: rayjob`` runs."""
 
     poll_seconds: float = field(default_factory=lambda: float(os.environ.get("TRAINPIPE_POLL_SECONDS", "2")))
     """How often running pipelines are reconciled (a kopf timer, not a loop)."""
@@ -80,6 +88,12 @@ class OperatorSettings:
     operator_user: str | None = field(default_factory=lambda: os.environ.get("TRAINPIPE_OPERATOR_USER") or None)
     """The Kubernetes user the operator runs as (the chart: its
     ServiceAccount's); the webhook lets only it write a pipeline's status."""
+
+    def tenancy(self) -> TenancySettings:
+        """What the tenancy rules read (the webhook builds the same)."""
+        return TenancySettings(artifact_root=str(self.artifact_root),
+                               ray_allowed_addresses=tuple(self.ray_allowed_addresses),
+                               default_ray_address=self.ray_address)
 
     def run_dir(self, namespace: str, name: str, uid: str) -> Path:
         return self.artifact_root / namespace / f"{name}-{uid[:8]}"

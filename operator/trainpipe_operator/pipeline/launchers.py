@@ -116,13 +116,14 @@ class RayJobLauncher:
         self.wait = wait
         self.on_submit = on_submit
         self._head: subprocess.Popen | None = None
-        if token:
-            os.environ["RAY_AUTH_TOKEN"] = token
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
         self.address = address or self._start_local_head()
+        token = token or getattr(self, "_local_token", None)
         from ray.job_submission import JobSubmissionClient  # Ray's client: no torch
 
-        self.client = JobSubmissionClient(self.address)
+        # The token travels in this client's own headers, to this address
+        # only: never the process environment, where every other client (of
+        # every other pipeline, to any address) would send it too.
+        self.client = JobSubmissionClient(self.address, headers=auth_headers(token))
 
     def _start_local_head(self) -> str:
         """A Ray head of its own (``devcluster.RayHead``: ``ray start --head
@@ -134,6 +135,7 @@ class RayJobLauncher:
 
         head = RayHead(Path(tempfile.mkdtemp(prefix="trainpipe-ray-head-"))).start()
         self._local_head: RayHead | None = head
+        self._local_token = head.token
         self._head = head.process
         log.info("started a local Ray head (dashboard %s, log %s)", head.address, head.log_path)
         return head.address
@@ -172,7 +174,7 @@ class RayJobLauncher:
         elif code is None:
             code = 0 if str(info.status.value if hasattr(info.status, "value") else info.status) == "SUCCEEDED" else 1
         return JobOutcome(exit_code=int(code), submission_id=submission_id, output_path=output,
-                          message=info.message or "")
+                          message=status_message(info.message))
 
     def stop(self, submission_id: str) -> bool:
         """Ask a running job to stop (SIGTERM to its driver: it checkpoints)."""
@@ -203,6 +205,42 @@ class RayJobLauncher:
             head.stop()
         self._local_head = None
         self._head = None
+
+
+LOG_TAIL_MARKER = ", last available logs"
+
+
+def status_message(message: str | None) -> str:
+    """A job's message as the pipeline's status may show it. Ray (and KubeRay,
+    which copies it) appends the job's last 20,000 characters of output to a
+    failed job's message: whatever the job printed, file contents included.
+    Status and Events keep the sentence before it; the output itself stays
+    in ``job_output.log`` in the run directory."""
+    text = (message or "").strip()
+    if LOG_TAIL_MARKER in text:
+        return text.split(LOG_TAIL_MARKER, 1)[0] + " (its output: job_output.log in the phase's run directory)"
+    return text.splitlines()[0][:500] if text else ""
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The Job API's bearer header for ``token``. Without one, an empty
+    ``Authorization`` all the same: Ray's client would otherwise add the
+    token it finds in ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token`` (when
+    ``RAY_AUTH_MODE=token``), sending a credential to an address it was not
+    given for."""
+    return {"Authorization": f"Bearer {token}" if token else ""}
+
+
+def local_token() -> str | None:
+    """``trainpipe run`` on the user's own machine: their ``RAY_AUTH_TOKEN``,
+    else Ray's token file (``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def _wait_for_dashboard(address: str, head: subprocess.Popen, timeout: float) -> None:

@@ -26,7 +26,6 @@ AUGMENTATIONS = ("hflip", "crop", "rotation", "colorjitter")
 DURATION_PATTERN = r"^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-SOURCE_PATTERN = r"^(builtin:[a-z0-9-]+|file://.+|pvc://.+|/.+|\./.+|[^:]+)$"
 _DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
@@ -49,7 +48,8 @@ class ModelSpec(CamelModel):
         "smallcnn", description="a model from the trainer's registry"
     )
     pretrained: str | None = Field(
-        None, description="path (inside the trainer's storage) to a local weights file; never downloaded"
+        None, description=("a local weights file, never downloaded; under the operator: a path relative to, "
+                           "or absolute under, <artifactRoot>/<namespace>/")
     )
 
 
@@ -72,7 +72,8 @@ class DataSpec(CamelModel):
     source: str = Field(
         "builtin:digits",
         min_length=1,
-        description="builtin:digits, an ImageFolder path, or a file:// URI",
+        description=("builtin:digits, an ImageFolder path, or a file:/// URI; under the operator: a path "
+                     "relative to, or absolute under, <artifactRoot>/<namespace>/"),
     )
     split: SplitSpec = Field(default_factory=SplitSpec, description="used when the source is not pre-split")
     image_size: int = Field(32, ge=8, le=1024, description="images are resized to this square size (px)")
@@ -215,7 +216,9 @@ class RaySpec(CamelModel):
     address: str | None = Field(
         None, description="Ray dashboard / Job API address (http://host:8265); none: a local Ray"
     )
-    token_secret: str | None = Field(None, description="Secret holding the Ray auth token (key: token); trainpipe run reads RAY_AUTH_TOKEN instead")
+    token_secret: str | None = Field(None, description=(
+        "Secret of type trainpipe.io/ray-token (keys: address, token) in the pipeline's namespace; the token "
+        "goes to that address only; trainpipe run reads RAY_AUTH_TOKEN instead"))
 
 
 class RuntimeSpec(CamelModel):
@@ -224,12 +227,6 @@ class RuntimeSpec(CamelModel):
     )
     ray: RaySpec = Field(default_factory=RaySpec, description="Ray settings")
     max_attempts: int = Field(3, ge=1, le=20, description="submissions of a job that ends without evidence (a crash, a lost node) before the phase fails; each resumes from the last checkpoint")
-
-
-class StorageSpec(CamelModel):
-    path: str | None = Field(
-        None, description="artifact store root shared by the operator and its jobs; trainpipe run uses --run-dir"
-    )
 
 
 class ApprovalSpec(CamelModel):
@@ -249,7 +246,6 @@ class PipelineSpec(CamelModel):
     budget: BudgetSpec = Field(default_factory=BudgetSpec, description="time limits")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="per-job resources")
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="where jobs run")
-    storage: StorageSpec = Field(default_factory=StorageSpec, description="where artifacts go")
     approval: ApprovalSpec = Field(default_factory=ApprovalSpec, description="human approval")
 
 

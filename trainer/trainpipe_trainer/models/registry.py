@@ -85,8 +85,11 @@ def load_pretrained(model: nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a bad file
+        # The exception's type only: torch's text quotes what it read from
+        # the file, and this message reaches the pipeline's status.
         raise PretrainedWeightsError(
-            f"model.pretrained: {str(path)!r} does not load as a state dict: {exc}"
+            f"model.pretrained: {str(path)!r} does not load as a state dict ({type(exc).__name__}); "
+            "give a file saved with torch.save(model.state_dict())"
         ) from exc
     if isinstance(state, dict) and "model_state_dict" in state:
         state = state["model_state_dict"]
