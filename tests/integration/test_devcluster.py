@@ -136,6 +136,31 @@ def test_ray_head_runs_jobs_with_the_token_only(ray_head: RayHead, monkeypatch):
     assert refused_id not in {j.submission_id for j in jobs_client.list_jobs()}
 
 
+def test_a_job_joins_its_own_head_when_another_head_started_later(ray_head: RayHead, tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """Two heads on one machine (two test workers, or a dev cluster beside
+    the tests): a job's driver joins the head it was submitted to, not the
+    one that started last (Ray's supervisor resolves "auto" through its
+    temp dir)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    with RayHead(tmp_path / "later", num_cpus=1):
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
+        jobs_client = JobSubmissionClient(ray_head.address)
+        job = jobs_client.submit_job(entrypoint='python -c "import ray; ray.init(); '
+                                                "print('GCS', ray.get_runtime_context().gcs_address)\"")
+        deadline = time.monotonic() + 120
+        while (status := jobs_client.get_job_status(job)) not in (
+                JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            assert time.monotonic() < deadline, f"job {job} still {status}: {jobs_client.get_job_logs(job)[-2000:]}"
+            time.sleep(0.5)
+        logs = jobs_client.get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, logs
+    (line,) = [x for x in logs.splitlines() if x.startswith("GCS ")]
+    assert line.endswith(f":{ray_head.port}"), (line, ray_head.port)
+
+
 def _devcluster(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "trainpipe_operator.devcluster", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)

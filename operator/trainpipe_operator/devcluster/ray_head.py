@@ -22,6 +22,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -138,6 +139,7 @@ class RayHead:
         self.port = 0
         self.metrics_address = ""
         self.log_path = self.workdir / "ray-head.log"
+        self._temp_dir: Path | None = None
 
     def start(self, attempts: int = 3) -> RayHead:
         ray = self.bin_dir / "ray"
@@ -167,7 +169,7 @@ class RayHead:
     def _start_once(self, ray: Path, env: dict[str, str]) -> None:
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
         cmd = [str(ray), "start", "--head", "--block", "--dashboard-host=127.0.0.1",
-               "--disable-usage-stats",
+               "--disable-usage-stats", f"--temp-dir={self.temp_dir()}",
                *(f"{flag}={port}" for flag, port in ports.items())]
         if self.num_cpus is not None:
             cmd.append(f"--num-cpus={self.num_cpus}")
@@ -181,6 +183,19 @@ class RayHead:
         except BaseException:
             self.stop()
             raise
+
+    def temp_dir(self) -> Path:
+        """A session folder of this head's own. Ray's job supervisor finds the
+        cluster a job driver joins through ``<temp dir>/ray_current_cluster``;
+        in the shared /tmp/ray that is whichever head started last, so with
+        two heads on one machine a driver could join the other one (seen:
+        a job that waited for a head that had gone). Short, under /tmp:
+        Ray's socket paths must fit in 107 bytes."""
+        if self._temp_dir is None:
+            self._temp_dir = Path(tempfile.mkdtemp(prefix="tpray-", dir="/tmp"))
+            (self.workdir / "ray-temp-dir").unlink(missing_ok=True)
+            (self.workdir / "ray-temp-dir").symlink_to(self._temp_dir)  # where the logs are
+        return self._temp_dir
 
     @property
     def pid(self) -> int | None:
