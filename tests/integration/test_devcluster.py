@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -111,6 +112,20 @@ def _http(method: str, url: str, body: dict | None = None, token: str | None = N
         return int(exc.code)
 
 
+def _finished_job_logs(jobs_client: Any, job: str, timeout: float = 120) -> str:
+    """The job's logs once it succeeded (fails with them otherwise)."""
+    from ray.job_submission import JobStatus
+
+    deadline = time.monotonic() + timeout
+    while (status := jobs_client.get_job_status(job)) not in (
+            JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        assert time.monotonic() < deadline, f"job {job} still {status}: {jobs_client.get_job_logs(job)[-2000:]}"
+        time.sleep(0.5)
+    logs = jobs_client.get_job_logs(job)
+    assert status == JobStatus.SUCCEEDED, logs
+    return str(logs)
+
+
 def test_ray_head_runs_jobs_with_the_token_only(ray_head: RayHead, monkeypatch):
     jobs = f"{ray_head.address}/api/jobs/"
     refused_id = _name("itest-no-token")
@@ -120,17 +135,11 @@ def test_ray_head_runs_jobs_with_the_token_only(ray_head: RayHead, monkeypatch):
 
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient
 
     jobs_client = JobSubmissionClient(ray_head.address)
     job = jobs_client.submit_job(entrypoint='python -c "import sys; print(sys.executable)"')
-    deadline = time.monotonic() + 120
-    while (status := jobs_client.get_job_status(job)) not in (
-            JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-        assert time.monotonic() < deadline, f"job {job} still {status}"
-        time.sleep(0.5)
-    logs = jobs_client.get_job_logs(job)
-    assert status == JobStatus.SUCCEEDED, logs
+    logs = _finished_job_logs(jobs_client, job)
     # The job's `python` is this environment's: the head runs with its bin first on PATH.
     assert Path(logs.strip().splitlines()[-1]).parent == ray_head.bin_dir.absolute()
     assert refused_id not in {j.submission_id for j in jobs_client.list_jobs()}
@@ -142,7 +151,7 @@ def test_a_job_joins_its_own_head_when_another_head_started_later(ray_head: RayH
     the tests): a job's driver joins the head it was submitted to, not the
     one that started last (Ray's supervisor resolves "auto" through its
     temp dir)."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient
 
     with RayHead(tmp_path / "later", num_cpus=1):
         monkeypatch.setenv("RAY_AUTH_MODE", "token")
@@ -150,13 +159,7 @@ def test_a_job_joins_its_own_head_when_another_head_started_later(ray_head: RayH
         jobs_client = JobSubmissionClient(ray_head.address)
         job = jobs_client.submit_job(entrypoint='python -c "import ray; ray.init(); '
                                                 "print('GCS', ray.get_runtime_context().gcs_address)\"")
-        deadline = time.monotonic() + 120
-        while (status := jobs_client.get_job_status(job)) not in (
-                JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-            assert time.monotonic() < deadline, f"job {job} still {status}: {jobs_client.get_job_logs(job)[-2000:]}"
-            time.sleep(0.5)
-        logs = jobs_client.get_job_logs(job)
-    assert status == JobStatus.SUCCEEDED, logs
+        logs = _finished_job_logs(jobs_client, job)
     (line,) = [x for x in logs.splitlines() if x.startswith("GCS ")]
     assert line.endswith(f":{ray_head.port}"), (line, ray_head.port)
 
