@@ -221,6 +221,12 @@ def test_the_raycluster_matches_kuberays_own_schema() -> None:
     ({"rbac.scope": "namespaced"}, "watchNamespaces must list at least one namespace"),
     ({"metrics.service.enabled": "false", "metrics.serviceMonitor.enabled": "true"},
      "metrics.serviceMonitor.enabled needs metrics.service.enabled"),
+    ({"networkPolicy.enabled": "yes"}, "/networkPolicy/enabled"),
+    ({"networkPolicy.metricsFrom[0].namespaceSelecter.matchLabels.a": "b"}, "namespaceSelecter"),
+    ({"networkPolicy.egress.apiServer.to[0].ipBlock.except[0]": "10.0.0.0/8"}, "cidr"),
+    ({"networkPolicy.egress.ray.ports[0]": "70000"}, "/networkPolicy/egress/ray/ports/0"),
+    ({"networkPolicy.egress.apiServer.to[0].ipBlock.cidr": "api-server"}, "/networkPolicy/egress/apiServer/to/0"),
+    ({"networkPolicy.egres.dns.ports[0]": "53"}, "additional properties 'egres' not allowed"),
 ])
 def test_bad_values_fail_naming_the_key(sets: dict[str, str], message: str) -> None:
     args = ["template", "t", str(CHART)]
