@@ -95,7 +95,7 @@ def request_problem(status: Mapping[str, Any] | None, requested: str, namespace:
                 "an approval is taken only once every check passed and the results exist; approve when "
                 f"`kubectl get tp {name} -n {namespace}` shows {AWAITING}")
     if requested != run_id:
-        return (f"{APPROVE_ANNOTATION}: names run {requested!r}, but TrainingPipeline {namespace}/{name} waits "
+        return (f"{APPROVE_ANNOTATION}: names run {requested[:100]!r}, but TrainingPipeline {namespace}/{name} waits "
                 f"for the approval of run {run_id!r} (status.runId); approve that run: "
                 f"{approve_command(namespace, name, run_id)}")
     return None
