@@ -72,6 +72,44 @@ class ClassProblem(_Model):
     detail: str = ""
 
 
+class AudioFileNote(_Model):
+    """An audio file worth a look: silent, clipped, shorter than one chunk."""
+
+    path: str
+    split: str | None = None
+    detail: str = ""
+    value: float | None = Field(None, description="the measured figure (dBFS, clipped fraction, seconds)")
+
+
+class ChunkLeak(_Model):
+    """A file whose chunks lie in more than one split (leakage)."""
+
+    path: str
+    splits: list[str]
+
+
+class AudioDataReport(_Model):
+    """What the ``vae`` task found in a folder of audio files. The split is
+    by file; ``chunk_leakage`` lists any file whose chunks ended up in more
+    than one split (the split-integrity check fails on it)."""
+
+    sample_rate: int = Field(description="data.audio.sampleRate: every file is resampled to it")
+    chunk_seconds: float
+    files: dict[str, int] = Field(description="split -> usable files")
+    chunks: dict[str, int] = Field(description="split -> chunks (training samples)")
+    source_sample_rates: dict[str, int] = Field(default_factory=dict, description="rate (Hz) -> files")
+    channels: dict[str, int] = Field(default_factory=dict, description="channel count -> files")
+    durations_seconds: dict[str, float] = Field(
+        default_factory=dict, description="min, max, mean, total over usable files"
+    )
+    silent_files: list[AudioFileNote] = Field(default_factory=list)
+    clipped_files: list[AudioFileNote] = Field(default_factory=list)
+    short_files: list[AudioFileNote] = Field(default_factory=list, description="shorter than one chunk: padded")
+    chunk_leakage: list[ChunkLeak] = Field(default_factory=list)
+    min_files: int = Field(5, description="fewer usable files fail Planning")
+    max_files: int = Field(500, description="more are allowed and noted")
+
+
 class DataReport(_Model):
     source: str = Field(description="data.source as configured")
     root: str = Field(description="the resolved local folder the files were read from")
@@ -100,6 +138,7 @@ class DataReport(_Model):
         default_factory=list,
         description="what was ignored or inferred (skipped files, carved splits)",
     )
+    audio: AudioDataReport | None = Field(None, description="the vae task's audio findings")
 
     def max_fraction_deviation(self) -> float | None:
         """Largest |actual - requested| over the splits; None for a pre-split layout."""

@@ -13,15 +13,18 @@ JobStatus = Literal["completed", "early_stopped", "interrupted", "failed"]
 
 
 class EpochRecord(BaseModel):
-    """One epoch's metrics, as in ``logs/metrics.json``."""
+    """One epoch's metrics, as in ``logs/metrics.json``. The engine's own
+    fields are named here; a task's metrics (``val_acc`` for classification,
+    ``val_recon``/``val_kl`` for the VAE, whatever a custom task reports)
+    are extra fields, read by name (``metric``)."""
 
     model_config = ConfigDict(extra="allow")
 
     num: int
     train_loss: float
     val_loss: float
-    train_acc: float
-    val_acc: float
+    train_acc: float | None = None
+    val_acc: float | None = None
     train_top5: float | None = None
     val_top5: float | None = None
     lr: float
@@ -29,11 +32,33 @@ class EpochRecord(BaseModel):
     eta_seconds: float
     samples_per_second: float
     loss_gap: float = Field(description="(val_loss - train_loss) / train_loss")
-    acc_gap: float = Field(description="train_acc - val_acc")
+    acc_gap: float | None = Field(None, description="train_acc - val_acc (classification)")
     skipped_steps: int
     grad_norm_mean: float | None = None
     gpu_util_mean: float | None = None
     gpu_memory_max_bytes: int | None = None
+
+    def metric(self, name: str) -> float | None:
+        """A metric by name (an engine field or a task's extra); None when
+        this epoch did not report it or it is not a number."""
+        value = getattr(self, name, None) if name in type(self).model_fields else (self.model_extra or {}).get(name)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class PreviewRecord(BaseModel):
+    """One audio preview a task wrote (the VAE: a reconstruction of a fixed
+    validation clip, or a sample from the prior)."""
+
+    epoch: int
+    kind: Literal["reconstruction", "prior", "original"]
+    index: int = Field(description="which clip of the epoch's previews")
+    wav: str = Field(description="relative to the run directory")
+    png: str | None = Field(None, description="its mel spectrogram, relative to the run directory")
+    sample_rate: int
+    num_samples: int
+    peak: float = Field(description="max |sample|")
+    rms: float
+    source: str | None = Field(None, description="the validation file a reconstruction came from")
 
 
 class CheckpointCheck(BaseModel):
@@ -82,6 +107,7 @@ class Evidence(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     job_name: str
+    task: str = Field("classification", description="the job's task (spec.task)")
     config_hash: str
     status: JobStatus
     completed: bool = Field(description="reached the final epoch or stopped early by patience")
@@ -104,6 +130,7 @@ class Evidence(BaseModel):
     gpus: list[RankGpus] = Field(
         default_factory=list, description="per rank: host and GPU UUIDs (empty: not recorded)"
     )
+    previews: list[PreviewRecord] = Field(default_factory=list, description="audio previews written (the VAE)")
     world_size: int = 1
     log_path: str = "logs/training.log"
     metrics_path: str = "logs/metrics.json"

@@ -11,13 +11,22 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 AUGMENTATIONS = ("hflip", "crop", "rotation", "colorjitter")
+AUDIO_AUGMENTATIONS = ("gain", "shift", "noise", "mask")
+TASKS = ("classification", "vae", "custom")
+# Which augmentation names each built-in task accepts; a custom task checks its own.
+AUGMENTATIONS_BY_TASK: dict[str, tuple[str, ...] | None] = {
+    "classification": AUGMENTATIONS,
+    "vae": AUDIO_AUGMENTATIONS,
+    "custom": None,
+}
+ENTRYPOINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class _Model(BaseModel):
@@ -41,6 +50,17 @@ class SplitFractions(_Model):
         return self
 
 
+class AudioConfig(_Model):
+    """How audio files become training samples (the ``vae`` task)."""
+
+    sample_rate: int = Field(16000, ge=4000, le=192000, description="every file is resampled to this rate (Hz)")
+    chunk_seconds: float = Field(1.0, ge=0.1, le=30, description="files are cut into chunks of this length")
+    n_mels: int = Field(64, ge=8, le=256, description="mel bands of the log-mel spectrogram")
+    n_fft: int = Field(1024, ge=64, le=8192)
+    hop_length: int = Field(256, ge=16, le=4096)
+    silence_dbfs: float = Field(-60.0, le=0, description="a file whose RMS is below this is reported silent")
+
+
 class DataConfig(_Model):
     source: str = Field(
         "builtin:digits",
@@ -56,15 +76,7 @@ class DataConfig(_Model):
         None, description="where builtin datasets are written; default ~/.cache/trainpipe/datasets"
     )
 
-    @field_validator("augment")
-    @classmethod
-    def _known_augmentations(cls, value: list[str]) -> list[str]:
-        unknown = [name for name in value if name not in AUGMENTATIONS]
-        if unknown:
-            raise ValueError(
-                f"unknown augmentation(s) {unknown}; allowed: {', '.join(AUGMENTATIONS)}"
-            )
-        return value
+    audio: AudioConfig = Field(default_factory=AudioConfig, description="the vae task's audio settings")
 
 
 class ModelConfig(_Model):
@@ -99,6 +111,39 @@ class TrainConfig(_Model):
     keep_periodic: int = Field(3, ge=1)
     log_every_steps: int = Field(10, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class KlAnnealConfig(_Model):
+    """The KL weight's warm-up: ``linear`` rises from 0 to beta over
+    ``warmupEpochs``; ``cyclical`` repeats that rise ``cycles`` times over
+    the run (each cycle rises for its first half, then holds beta)."""
+
+    schedule: Literal["linear", "cyclical", "none"] = "linear"
+    warmup_epochs: float = Field(5.0, gt=0, le=10000)
+    cycles: int = Field(4, ge=1, le=1000)
+
+
+class VaeConfig(_Model):
+    """The ``vae`` task: loss, previews and export."""
+
+    latent_dim: int = Field(16, ge=2, le=1024)
+    beta: float = Field(1.0, ge=0, le=1000)
+    free_bits: float = Field(0.1, ge=0, le=100, description="nats per latent dimension under which KL is not pushed")
+    kl_anneal: KlAnnealConfig = Field(default_factory=KlAnnealConfig)
+    preview_every: int = Field(5, ge=1, le=100000, description="write audio previews every N epochs (and at the last)")
+    preview_clips: int = Field(3, ge=1, le=32, description="validation clips reconstructed in each preview")
+    prior_samples: int = Field(2, ge=0, le=32, description="clips sampled from the prior in each preview")
+    griffin_lim_iters: int = Field(32, ge=1, le=1000)
+    export_parts: list[Literal["decoder", "encoder", "model"]] = Field(
+        default_factory=lambda: list[Literal["decoder", "encoder", "model"]](["decoder"]), min_length=1
+    )
+
+
+class CustomTaskConfig(_Model):
+    """``task: custom``: a Task the user installed in the trainer image."""
+
+    entrypoint: str = Field(..., pattern=ENTRYPOINT_PATTERN, description="module:object, e.g. mypkg.tasks:Regression")
+    options: dict[str, Any] = Field(default_factory=dict, description="passed to the task as is")
 
 
 class ResourcesConfig(_Model):
@@ -140,7 +185,9 @@ class JobConfig(_Model):
     run_dir: str
     seed: int = Field(42, ge=0, le=2**32 - 1)
     deterministic: bool = True
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "vae", "custom"] = "classification"
+    custom_task: CustomTaskConfig | None = None
+    vae: VaeConfig = Field(default_factory=VaeConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -158,10 +205,17 @@ class JobConfig(_Model):
     def config_hash(self) -> str:
         """Hash of what changes the trained result (not where it is written)."""
         relevant = self.model_dump(
-            mode="json", include={"seed", "deterministic", "task", "data", "model", "train"}
+            mode="json", include={"seed", "deterministic", "task", "data", "model", "train", "vae", "custom_task"}
         )
         relevant["data"].pop("cache_dir", None)
         relevant["data"].pop("num_workers", None)
+        # Another task's settings do not change this task's result (and a
+        # classification job hashes as it did before tasks existed).
+        if self.task != "vae":
+            relevant.pop("vae")
+            relevant["data"].pop("audio")
+        if self.task != "custom":
+            relevant.pop("custom_task")
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -173,6 +227,19 @@ class JobConfig(_Model):
         with open(path, encoding="utf-8") as handle:
             raw = yaml.safe_load(handle) or {}
         return cls.model_validate(raw)
+
+    @model_validator(mode="after")
+    def _task_settings(self) -> JobConfig:
+        if self.task == "custom" and self.custom_task is None:
+            raise ValueError("task: custom needs a `customTask` section (customTask.entrypoint: module:object)")
+        allowed = AUGMENTATIONS_BY_TASK[self.task]
+        unknown = [name for name in self.data.augment if allowed is not None and name not in allowed]
+        if unknown:
+            raise ValueError(
+                f"data.augment: unknown augmentation(s) {unknown} for task {self.task}; "
+                f"allowed: {', '.join(allowed or ())}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _evaluate_needs_settings(self) -> JobConfig:

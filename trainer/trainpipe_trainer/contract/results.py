@@ -101,21 +101,25 @@ class TestEvaluation(_Result):
     __test__ = False  # not a pytest test class despite the name
 
     split: Literal["test"] = "test"
+    task: str = "classification"
     samples: int
-    accuracy: float
-    top5: float = Field(description="top-k accuracy with k = min(5, class count)")
-    loss: float | None = Field(description="mean cross-entropy; null when not finite")
-    per_class: list[ClassMetrics]
-    macro_f1: float
-    confusion_matrix: list[list[int]]
-    classes: list[str]
+    metrics: dict[str, float | None] = Field(
+        default_factory=dict, description="the task's test metrics by name (test_acc, test_loss, test_recon, ...)"
+    )
+    accuracy: float | None = None
+    top5: float | None = Field(None, description="top-k accuracy with k = min(5, class count)")
+    loss: float | None = Field(description="mean loss (cross-entropy; the VAE: negative ELBO); null when not finite")
+    per_class: list[ClassMetrics] = Field(default_factory=list)
+    macro_f1: float | None = None
+    confusion_matrix: list[list[int]] = Field(default_factory=list)
+    classes: list[str] = Field(default_factory=list)
     checkpoint: str
     checkpoint_epoch: int | None = None
     checkpoint_val_loss: float | None = None
     model: str = ""
     data_source: str = ""
     split_fingerprint: str = Field(default="", description="the data report's: the same split as training")
-    confusion_png: str = "confusion_matrix.png"
+    confusion_png: str | None = "confusion_matrix.png"
     evaluated_at: str
 
 
@@ -178,8 +182,11 @@ class ExportReport(_Result):
     output: str = "unnormalised class scores (logits), shape [batch, len(classes)]; softmax for probabilities"
     opset: int | None = None
     dynamic_batch: bool = False
-    preprocessing: Preprocessing
-    classes: list[str]
+    preprocessing: Preprocessing | None = None
+    classes: list[str] = Field(default_factory=list)
+    parts: dict[str, str] = Field(
+        default_factory=dict, description="the VAE: which exported file holds which part (decoder, encoder, model)"
+    )
 
     def artifact(self, fmt: str) -> ExportArtifact | None:
         return next((a for a in self.artifacts if a.format == fmt), None)
