@@ -407,18 +407,19 @@ def test_priority_when_several_issues_fire(evidence: Any, kwargs: dict[str, Any]
 
 
 def test_signal_rank_order_matches_documented_priority() -> None:
-    def rank(issue: str, signal: str) -> int:
+    def rank(issue: str, signal: str) -> float:
         return Signal(issue=issue, signal=signal).rank  # type: ignore[arg-type]
 
     order = [
         rank("crash", "crash"), rank("nan-loss", "skipped-steps"),
-        rank("data-quality", "val-acc-near-perfect"), rank("convergence-stall", "loss-flat"),
+        rank("data-quality", "val-acc-near-perfect"), rank("posterior-collapse", "kl-collapsed"),
+        rank("convergence-stall", "loss-flat"),
         rank("overfitting", "acc-gap"), rank("underfitting", "both-below-target"),
         rank("data-quality", "val-acc-unstable"), rank("resource-inefficiency", "gpu-util-low"),
     ]
     assert order == sorted(order) and len(set(order)) == len(order)
-    assert set(ISSUES) == {"crash", "nan-loss", "data-quality", "convergence-stall", "overfitting",
-                           "underfitting", "resource-inefficiency"}
+    assert set(ISSUES) == {"crash", "nan-loss", "data-quality", "posterior-collapse", "convergence-stall",
+                           "overfitting", "underfitting", "resource-inefficiency"}
 
 
 # -- recommendations ----------------------------------------------------------

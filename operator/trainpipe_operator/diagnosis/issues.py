@@ -28,6 +28,11 @@ Priority, highest first, and why:
    often a symptom of a too-high learning rate rather than of the data.
 8. **resource-inefficiency** (GPU utilization under ``gates.gpuUtilMin``):
    costs time, not accuracy, so it never outranks an accuracy problem.
+
+A ``vae`` run (``evidence.task``) is diagnosed by ``diagnosis/vae.py``: the
+same priorities, with **posterior-collapse** between the strong data-quality
+signals and convergence-stall (a collapsed posterior makes every later
+reading about the latent code meaningless, and its fix differs from a stall's).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ IssueKind = Literal[
     "crash",
     "nan-loss",
     "data-quality",
+    "posterior-collapse",
     "convergence-stall",
     "overfitting",
     "underfitting",
@@ -64,6 +70,7 @@ ISSUES: tuple[IssueKind, ...] = (
     "crash",
     "nan-loss",
     "data-quality",
+    "posterior-collapse",
     "convergence-stall",
     "overfitting",
     "underfitting",
@@ -85,11 +92,14 @@ VAL_ACC_STD_MAX = 0.03  # detrended std of val acc over the second half of train
 NUMERIC_EXCEPTIONS = frozenset({"NonFiniteTrainingError", "FloatingPointError"})
 OOM_MARKERS = ("out of memory", "outofmemoryerror", "cannot allocate memory", "memoryerror")
 CRASH_SIGNALS = frozenset({"crash", "crash-oom", "run-interrupted"})
-STRONG_DATA_SIGNALS = frozenset({"val-acc-near-perfect", "duplicates-across-splits", "non-finite-samples"})
+STRONG_DATA_SIGNALS = frozenset({
+    "val-acc-near-perfect", "duplicates-across-splits", "non-finite-samples", "chunk-leakage",
+})
 
-_RANK: dict[str, int] = {
+_RANK: dict[str, float] = {
     "crash": -1,
     "nan-loss": 0,
+    "posterior-collapse": 1.5,
     "convergence-stall": 2,
     "overfitting": 3,
     "underfitting": 4,
@@ -113,7 +123,7 @@ class Signal(_Model):
     message: str = ""
 
     @property
-    def rank(self) -> int:
+    def rank(self) -> float:
         """Priority (lower: more important); see the module docstring."""
         if self.signal in CRASH_SIGNALS:
             return -1
@@ -135,9 +145,16 @@ class Measurements(_Model):
     loss_decrease: float | None = Field(default=None, description="(initial - final) / initial train loss")
     gpu_util: float | None = None
     val_still_improving: bool = Field(default=False, description="the best epoch is one of the last two")
+    # the vae task's, at the last epoch (None for other tasks)
+    val_kl: float | None = Field(default=None, description="nats per sample, before beta and free bits")
+    val_recon: float | None = None
+    loss_gap: float | None = Field(default=None, description="(val_loss - train_loss) / train_loss")
+    active_units: float | None = None
+    kl_weight: float | None = None
 
 
 class Diagnosis(_Model):
+    task: str = Field(default="classification", description="the evidence's task: it picks the remedies")
     primary_issue: IssueKind
     summary: str = Field(description="one line: the primary issue and why")
     why: str = Field(default="", description="the deciding signal's message")
@@ -176,8 +193,12 @@ def diagnose(
     ``gpu_util`` (percent) falls back to ``evidence.gpu_util_mean``; None (a
     CPU run) fires no resource rule. ``log_text`` is the run's log
     (``logs/training.log``, else the job's output): a crash quotes its last
-    error line.
+    error line. A ``vae`` run goes to ``diagnosis.vae.diagnose_vae``.
     """
+    if evidence.task == "vae":
+        from trainpipe_operator.diagnosis.vae import diagnose_vae  # here: it imports this module
+
+        return diagnose_vae(evidence, spec, gpu_util, data_report, log_text)
     metric = tracked_metric(spec.target.metric)
     m = _measure(evidence, metric, gpu_util)
     metric_value = metric_from_evidence(evidence, metric)
@@ -188,12 +209,35 @@ def diagnose(
     _data_rules(evidence, m, data_report, signals)
     _stall_rules(m, signals)
     _fit_rules(evidence, m, spec, metric, metric_value, signals)
+    _resource_rule(m, spec, signals)
+    return conclude(evidence, spec, signals, m, metric, metric_value, crash, infra, last_error)
+
+
+def _resource_rule(m: Measurements, spec: PipelineSpec, signals: list[Signal]) -> None:
     if finite(m.gpu_util) and m.gpu_util < spec.gates.gpu_util_min:
         signals.append(Signal(
             issue="resource-inefficiency", signal="gpu-util-low", value=round(m.gpu_util, 1),
             threshold=spec.gates.gpu_util_min,
             message=f"mean GPU utilization {m.gpu_util:.0f}% < {spec.gates.gpu_util_min:.0f}%",
         ))
+
+
+def conclude(
+    evidence: Evidence,
+    spec: PipelineSpec,
+    signals: list[Signal],
+    m: Measurements,
+    metric: str,
+    metric_value: float | None,
+    crash: str | None,
+    infra: bool,
+    last_error: str | None,
+    *,
+    lower: bool | None = None,
+) -> Diagnosis:
+    """The diagnosis from the signals that fired: the primary issue by rank
+    (rule order breaks ties), the others secondary; no signal at all is
+    treated as underfitting. ``lower`` overrides the metric's direction."""
     if not signals:
         met = target_met(metric_value, spec.target.value, metric)
         signals.append(Signal(
@@ -215,6 +259,7 @@ def diagnose(
         f"infrastructure broken: {primary.message}" if infra else f"{primary.issue}: {primary.message}"
     )
     return Diagnosis(
+        task=evidence.task,
         primary_issue=primary.issue,
         summary=summary,
         why=primary.message,
@@ -225,7 +270,7 @@ def diagnose(
         crash=crash,
         last_error=last_error if crash else None,
         metric=metric,
-        lower_is_better=lower_is_better(metric),
+        lower_is_better=lower_is_better(metric) if lower is None else lower,
         metric_value=metric_value,
         target_value=spec.target.value,
         measurements=m,

@@ -110,12 +110,19 @@ def rank_key(rec: Recommendation, primary: str | None = None) -> tuple[int, int,
 def recommend(
     diagnosis: Diagnosis, current: TrainSettings, spec: PipelineSpec
 ) -> list[Recommendation]:
-    """3-5 recommendations for the diagnosis, ranked (see ``rank_key``)."""
+    """3-5 recommendations for the diagnosis, ranked (see ``rank_key``). A
+    ``vae`` diagnosis takes its remedies from ``vae_recommendations``."""
+    by_issue = _BY_ISSUE
+    if diagnosis.task == "vae":
+        # imported here: vae_recommendations imports this module
+        from trainpipe_operator.diagnosis.vae_recommendations import VAE_BY_ISSUE
+
+        by_issue = VAE_BY_ISSUE
     ctx = _Context(diagnosis, current, spec)
     if diagnosis.infrastructure_broken:
         recs = _crash_oom(ctx) if diagnosis.fired("crash-oom") else _crash(ctx)
     else:
-        recs = _BY_ISSUE[diagnosis.primary_issue](ctx)
+        recs = by_issue[diagnosis.primary_issue](ctx)
         if (
             diagnosis.primary_issue not in ("nan-loss", "resource-inefficiency")
             and not diagnosis.leak_suspected

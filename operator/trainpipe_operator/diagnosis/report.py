@@ -41,9 +41,7 @@ def render_diagnostic_report(
         + (f", reason: {_cell(evidence.reason)}" if evidence.reason else ""),
         f"- Target: {d.metric} {'<=' if d.lower_is_better else '>='} {d.target_value:g}; "
         f"measured {_num(d.metric_value)}",
-        f"- Train acc {_num(m.train_acc)}, val acc {_num(m.val_acc)} (best {_num(m.best_val_acc)}), "
-        f"best val loss {_num(m.best_val_loss)}, GPU util "
-        + (f"{m.gpu_util:.0f}%" if m.gpu_util is not None else "n/a"),
+        _measurement_line(d),
         "",
         "## Signals",
         "",
@@ -152,6 +150,21 @@ def render_optimization_results(
 
 
 # -- helpers ------------------------------------------------------------------
+
+
+def _measurement_line(d: Diagnosis) -> str:
+    """The run's figures the diagnosis read: accuracy for a classifier; the
+    ELBO's parts, the loss gap and active units for a VAE."""
+    m = d.measurements
+    gpu = f"{m.gpu_util:.0f}%" if m.gpu_util is not None else "n/a"
+    if d.task == "vae":
+        gap = f"{m.loss_gap:.1%}" if finite(m.loss_gap) else "n/a"
+        return (f"- Last epoch: val_kl {_num(m.val_kl)} nats per sample, val_recon {_num(m.val_recon)}, "
+                f"KL weight {_num(m.kl_weight)}, active units {_num(m.active_units)}, loss gap {gap}; "
+                f"train loss {_num(m.train_loss)}, best val loss {_num(m.best_val_loss)}, GPU util {gpu}")
+    return (f"- Train acc {_num(m.train_acc)}, val acc {_num(m.val_acc)} (best {_num(m.best_val_acc)}), "
+            f"best val loss {_num(m.best_val_loss)}, GPU util {gpu}")
+
 
 
 def _snapshot(evidence: Evidence, metric: str) -> dict[str, Any]:

@@ -157,9 +157,14 @@ def evaluate_baseline(
     reproducibility: Evidence | None,
     *,
     checkpoint_every: int | None = 1,
+    keep_periodic: int | None = 3,
+    preview_every: int | None = None,
 ) -> GateResult:
+    """``keep_periodic`` and ``preview_every`` (the job's train.keepPeriodic
+    and vae.previewEvery) are read by a VAE run's checks only."""
     checks = execution_checks(evidence, files, gpu, spec, phase_budget_seconds,
-                              checkpoint_every=checkpoint_every)
+                              checkpoint_every=checkpoint_every, keep_periodic=keep_periodic,
+                              preview_every=preview_every)
     checks += [
         check_report(files, evidence),
         check_decision(decision, files),

@@ -22,11 +22,11 @@ GATE = "diagnostics-complete"
 PHASE = "Diagnostics"
 REPORT = "diagnostic_report.md"
 # The accepted primary issues (docs/gates.md, Diagnostics): diagnosis/issues.py's
-# seven; "divergence" is nan-loss's other name, "near-optimal" the diagnosis that
+# eight (posterior-collapse: the vae task's); "divergence" is nan-loss's other name, "near-optimal" the diagnosis that
 # nothing worth fixing is left.
 KNOWN_ISSUES = (
     "crash", "nan-loss", "divergence", "convergence-stall", "overfitting", "underfitting",
-    "data-quality", "resource-inefficiency", "near-optimal",
+    "data-quality", "resource-inefficiency", "near-optimal", "posterior-collapse",
 )
 RECOMMENDATIONS_MIN = 3
 RECOMMENDATIONS_MAX = 5

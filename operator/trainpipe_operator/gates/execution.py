@@ -8,6 +8,11 @@ losses-finite, gpu-utilization, duration, epoch-time-consistent,
 best-checkpoint, last-checkpoint, periodic-checkpoints, logs, and the red
 flags learned from earlier systems: leakage-suspect, memorization-suspect,
 overfit-gap (warn-only, never mandatory).
+
+For a ``vae`` run (``evidence.task``) leakage-suspect is skipped (not
+applicable: it reads val accuracy), overfit-gap is the relative loss gap
+(``gates/vae.py``), and recon-decreased, posterior-collapse, previews and
+retention follow.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from trainpipe_operator.gates.checks import (
 )
 from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles
 from trainpipe_operator.gates.thresholds import LEAKAGE_VAL_ACC
+from trainpipe_operator.gates.vae import check_loss_gap, check_not_applicable, is_vae, vae_checks
 from trainpipe_operator.spec.pipeline import PipelineSpec
 from trainpipe_trainer.contract.evidence import CheckpointCheck, Evidence
 
@@ -442,6 +448,8 @@ def execution_checks(
     phase_budget_seconds: float | None,
     *,
     checkpoint_every: int | None = 1,
+    keep_periodic: int | None = 3,
+    preview_every: int | None = None,
 ) -> list[Check]:
     """Phase 2's execution checks, in the order docs/gates.md lists them
     ("Execution checks").
@@ -449,7 +457,36 @@ def execution_checks(
     ``gpu`` None falls back to the trainer's own NVML mean in the evidence.
     ``checkpoint_every`` is the job config's ``train.checkpointEvery`` (the
     trainer's default, 1); None: periodic checkpoints are not configured.
+    ``keep_periodic`` (``train.keepPeriodic``) and ``preview_every``
+    (``vae.previewEvery``) are read by the VAE's retention and previews
+    checks only.
     """
+    if is_vae(evidence):
+        return [
+            *_generic_checks(evidence, files, gpu, spec, phase_budget_seconds, checkpoint_every),
+            check_not_applicable("leakage-suspect", evidence, files),
+            check_memorization(evidence, files),
+            check_loss_gap(evidence, files),
+            *vae_checks(evidence, files, checkpoint_every=checkpoint_every, keep_periodic=keep_periodic,
+                        preview_every=preview_every),
+        ]
+    return [
+        *_generic_checks(evidence, files, gpu, spec, phase_budget_seconds, checkpoint_every),
+        check_leakage(evidence, files),
+        check_memorization(evidence, files),
+        check_overfit_gap(evidence, files, spec),
+    ]
+
+
+def _generic_checks(
+    evidence: Evidence,
+    files: RunFiles,
+    gpu: GpuMeasurement | None,
+    spec: PipelineSpec,
+    phase_budget_seconds: float | None,
+    checkpoint_every: int | None,
+) -> list[Check]:
+    """The checks every task shares: the engine's health, whatever it trained."""
     return [
         check_completed(evidence, files),
         check_loss_decreased(evidence, files),
@@ -462,9 +499,6 @@ def execution_checks(
         check_last_checkpoint(evidence, files),
         check_periodic_checkpoints(evidence, files, checkpoint_every),
         check_logs(evidence, files),
-        check_leakage(evidence, files),
-        check_memorization(evidence, files),
-        check_overfit_gap(evidence, files, spec),
     ]
 
 

@@ -42,6 +42,14 @@ from trainpipe_operator.gates.checks import (
 )
 from trainpipe_operator.gates.execution import execution_checks
 from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles
+from trainpipe_operator.gates.vae import is_vae
+from trainpipe_operator.gates.vae_finalization import (
+    check_vae_deployment_guide,
+    check_vae_export_parity,
+    check_vae_exported,
+    check_vae_test_evaluated,
+    test_metric,
+)
 from trainpipe_operator.spec.pipeline import PipelineSpec
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.results import (
@@ -119,7 +127,7 @@ def test_figure(test: TestEvaluation | None, metric: str) -> tuple[str, float | 
     loss for a val_loss target, the test accuracy otherwise; None when the
     test split was not evaluated or the figure is not finite."""
     if metric == "val_loss":
-        return "test loss", (test.loss if test is not None and is_finite(test.loss) else None)
+        return "test loss", test_metric(test, "test_loss")
     return "test accuracy", (test.accuracy if test is not None and is_finite(test.accuracy) else None)
 
 
@@ -283,20 +291,36 @@ def evaluate_finalization(
     accepted: AcceptedBest | None,
     *,
     checkpoint_every: int | None = 1,
+    keep_periodic: int | None = 3,
+    preview_every: int | None = None,
 ) -> GateResult:
     """``accepted``: set when the pipeline accepted its best result short of the
-    target (see :class:`AcceptedBest`); None when it finalizes a result that met it."""
+    target (see :class:`AcceptedBest`); None when it finalizes a result that met it.
+    For a ``vae`` run test-evaluated, exported, export-parity and
+    deployment-guide are the VAE's (``vae_finalization``), under the same ids."""
     details = execution_checks(evidence, files, gpu, spec, phase_budget_seconds,
-                               checkpoint_every=checkpoint_every)
+                               checkpoint_every=checkpoint_every, keep_periodic=keep_periodic,
+                               preview_every=preview_every)
     nested = [replace(c, id=FINAL_PREFIX + c.id) for c in details]
     checks = [check_final_training(details, files), *nested]
+    if is_vae(evidence):
+        evaluated = check_vae_test_evaluated(test, files)
+        exported = check_vae_exported(export, check_exported(export, spec, files), files)
+        parity = check_vae_export_parity(export, list(spec.finalization.export), files)
+        guide = check_vae_deployment_guide(check_deployment_guide(guide_text, spec, files, export, test),
+                                           guide_text, test, export, files)
+    else:
+        evaluated = check_test_evaluated(test, files)
+        exported = check_exported(export, spec, files)
+        parity = check_export_parity(export, spec, files)
+        guide = check_deployment_guide(guide_text, spec, files, export, test)
     checks += [
-        check_test_evaluated(test, files),
+        evaluated,
         check_target_on_test(test, spec, files, accepted),
         check_ceiling_documented(accepted, test, spec, files),
-        check_exported(export, spec, files),
-        check_export_parity(export, spec, files),
-        check_deployment_guide(guide_text, spec, files, export, test),
+        exported,
+        parity,
+        guide,
         check_approval(approved, spec),
     ]
     return GateResult(gate=GATE, phase=PHASE, checks=checks)

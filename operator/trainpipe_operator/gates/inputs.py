@@ -4,7 +4,9 @@ Prometheus; the gates stay pure functions of these values."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 
@@ -31,9 +33,39 @@ class RunFiles:
     run_dir: str = ""
     log_path: str = "logs/training.log"
     metrics_path: str = "logs/metrics.json"
+    # Paths (relative to the phase folder) of the files the evidence lists
+    # that the runner found on disk (the VAE's preview wav/png files:
+    # ``files_present``); None: nobody looked, and a check that needs them fails.
+    existing_files: frozenset[str] | None = None
 
     def at(self, name: str) -> str:
         return join_path(self.run_dir, name)
+
+
+def safe_relative(path: str) -> bool:
+    """A relative POSIX path that stays inside the folder it is relative to:
+    not absolute, no ``..``, no backslash, not empty. A path a job wrote into
+    its evidence is untrusted: only such a path is looked up or linked."""
+    if not path or "\\" in path or path.startswith("/") or ":" in path.split("/")[0]:
+        return False
+    parts = PurePosixPath(path).parts
+    return bool(parts) and ".." not in parts
+
+
+def files_present(root: str | Path, names: Iterable[str]) -> frozenset[str]:
+    """The runner's side of ``RunFiles.existing_files``: which of ``names``
+    (relative to the phase folder ``root``) are regular files there. A name
+    that is not ``safe_relative``, or that resolves outside ``root`` through a
+    link, is never looked up and so never counts as present."""
+    base = Path(root).resolve()
+    found = set()
+    for name in names:
+        if not safe_relative(name):
+            continue
+        target = (base / name).resolve()
+        if target.is_relative_to(base) and target.is_file():
+            found.add(name)
+    return frozenset(found)
 
 
 @dataclass(frozen=True)

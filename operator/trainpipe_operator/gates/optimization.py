@@ -57,8 +57,11 @@ def evaluate_optimization(
     iteration: int = 0,
     checkpoint_every: int | None = 1,
     baseline: Evidence | None = None,
+    keep_periodic: int | None = 3,
+    preview_every: int | None = None,
 ) -> GateResult:
     checks = [check_comparison(results_text, files, evidence, baseline, spec)]
     checks += execution_checks(evidence, files, gpu, spec, phase_budget_seconds,
-                               checkpoint_every=checkpoint_every)
+                               checkpoint_every=checkpoint_every, keep_periodic=keep_periodic,
+                               preview_every=preview_every)
     return GateResult(gate=GATE, phase=PHASE, checks=checks, iteration=iteration)

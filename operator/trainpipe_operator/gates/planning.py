@@ -3,6 +3,9 @@ be trusted before any training time is spent.
 
 Check ids: seeds-fixed, environment-documented, config-valid, data-reachable,
 split-proportions, split-integrity, samples-finite, preflight. All mandatory.
+For ``spec.task: vae`` the data checks are the audio ones (``planning_audio``:
+data-reachable, audio-quality, split-proportions, split-integrity,
+samples-finite).
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ from trainpipe_operator.gates.checks import (
     warned,
 )
 from trainpipe_operator.gates.inputs import join_path
+from trainpipe_operator.gates.planning_audio import (
+    check_audio_data_reachable,
+    check_audio_quality,
+    check_audio_samples_finite,
+    check_audio_split_integrity,
+)
 from trainpipe_operator.spec.pipeline import PipelineSpec
 from trainpipe_trainer.contract.data_report import DataReport
 from trainpipe_trainer.contract.results import PREFLIGHT_FILE, PreflightReport
@@ -245,13 +254,25 @@ def evaluate_planning(
     env_path = join_path(run_dir, ENVIRONMENT_FILE)
     data_path = join_path(run_dir, DATA_REPORT_FILE)
     environment = environment or {}
+    if spec.task == "vae":
+        data = [
+            check_audio_data_reachable(data_report, data_path),
+            check_audio_quality(data_report, data_path),
+            check_split_proportions(data_report, data_path),
+            check_audio_split_integrity(data_report, data_path),
+            check_audio_samples_finite(data_report, data_path),
+        ]
+    else:
+        data = [
+            check_data_reachable(data_report, data_path),
+            check_split_proportions(data_report, data_path),
+            check_split_integrity(data_report, data_path),
+            check_samples_finite(data_report, data_path),
+        ]
     return GateResult(gate=GATE, phase=PHASE, checks=[
         check_seeds(environment, spec, env_path),
         check_environment(environment, spec, env_path),
         check_config(config_errors, join_path(run_dir, CONFIG_FILE)),
-        check_data_reachable(data_report, data_path),
-        check_split_proportions(data_report, data_path),
-        check_split_integrity(data_report, data_path),
-        check_samples_finite(data_report, data_path),
+        *data,
         check_preflight(preflight, join_path(run_dir, PREFLIGHT_FILE), spec.resources.gpus_per_worker),
     ])

@@ -6,16 +6,26 @@ readable)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from trainpipe_operator.gates.checks import GateResult
+from trainpipe_operator.gates.vae_finalization import DECODER
 from trainpipe_operator.reports.gate import render_gate
 from trainpipe_operator.reports.markdown import fmt, table
+from trainpipe_operator.reports.vae import render_vae_deployment_guide, render_vae_test_results
 from trainpipe_operator.spec.status import RunResult
+from trainpipe_trainer.contract.evidence import PreviewRecord
+from trainpipe_trainer.contract.job_config import AudioConfig, VaeConfig
 from trainpipe_trainer.contract.results import ExportReport, TestEvaluation
 
 GUIDE_SECTIONS = ("Inputs", "Preprocessing", "Outputs", "Loading")
 
 
-def render_test_results(test: TestEvaluation, target: str) -> str:
+def render_test_results(test: TestEvaluation, target: str, previews: Sequence[PreviewRecord] = ()) -> str:
+    """``previews``: the final training's (``evidence.previews``); a VAE's
+    test results embed the last of them (``test.task`` picks the layout)."""
+    if test.task == "vae":
+        return render_vae_test_results(test, target, previews)
     rows = [(c.class_name, c.precision, c.recall, c.f1, c.support) for c in test.per_class]
     lines = [
         "# Test results",
@@ -44,7 +54,13 @@ def render_test_results(test: TestEvaluation, target: str) -> str:
     return "\n".join(lines)
 
 
-def render_deployment_guide(export: ExportReport, model_name: str, test: TestEvaluation | None) -> str:
+def render_deployment_guide(export: ExportReport, model_name: str, test: TestEvaluation | None, *,
+                            vae: VaeConfig | None = None, audio: AudioConfig | None = None) -> str:
+    """A VAE (``vae`` given, a vae test evaluation, or an exported decoder)
+    gets the sampling guide; ``vae`` and ``audio`` are the final job's
+    ``vae`` and ``data.audio`` sections (latent size, mel settings)."""
+    if vae is not None or (test is not None and test.task == "vae") or DECODER in export.parts:
+        return render_vae_deployment_guide(export, model_name, test, vae, audio)
     pre = export.preprocessing
     shape = export.input_shape or [1, 3, pre.image_size if pre else "H", pre.image_size if pre else "W"]
     lines = [

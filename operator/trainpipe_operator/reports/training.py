@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from trainpipe_operator.reports import vae
 from trainpipe_operator.reports.markdown import fmt, seconds, table
 from trainpipe_trainer.contract.evidence import Evidence
 
@@ -22,12 +23,12 @@ SECTIONS = (
 def render_training_results(
     title: str, evidence: Evidence, job_config: dict[str, Any], decision: tuple[str, str] | None
 ) -> str:
+    is_vae = evidence.task == "vae"  # the ELBO's terms instead of accuracy, and the previews
     last = evidence.epochs[-1] if evidence.epochs else None
     best = next((e for e in evidence.epochs if e.num == evidence.best_epoch), None)
-    config_yaml = yaml.safe_dump(
-        {k: job_config[k] for k in ("seed", "data", "model", "train", "resources") if k in job_config},
-        sort_keys=False,
-    )
+    keys = ("task", "seed", "data", "model", "train", "vae", "resources") if is_vae else (
+        "seed", "data", "model", "train", "resources")
+    config_yaml = yaml.safe_dump({k: job_config[k] for k in keys if k in job_config}, sort_keys=False)
     lines = [f"# {title}", "", f"Status: **{evidence.status}** ({evidence.reason})", ""]
 
     lines += ["## Configuration", "", "```yaml", config_yaml.rstrip(), "```", ""]
@@ -36,7 +37,7 @@ def render_training_results(
     if last is None:
         lines += ["No epoch completed.", ""]
     else:
-        rows: list[tuple[object, ...]] = [
+        rows: list[tuple[object, ...]] = vae.final_metric_rows(last, best) if is_vae else [
             ("train loss", last.train_loss, best.train_loss if best else None),
             ("val loss", last.val_loss, best.val_loss if best else None),
             ("train accuracy", last.train_acc, best.train_acc if best else None),
@@ -63,7 +64,9 @@ def render_training_results(
         ("resumed from", f"epoch {evidence.resumed_from_epoch}, step {evidence.resumed_from_step}" if evidence.resumed_from_epoch is not None else "no resume"),
     ]
     lines += [table(["", ""], profile), ""]
-    if evidence.epochs:
+    if evidence.epochs and is_vae:
+        lines += [table(vae.EPOCH_HEADERS, vae.epoch_rows(evidence)), ""]
+    elif evidence.epochs:
         per_epoch = [(e.num, e.train_loss, e.val_loss, e.train_acc, e.val_acc, e.lr, e.epoch_seconds, e.skipped_steps) for e in evidence.epochs]
         lines += [table(["epoch", "train loss", "val loss", "train acc", "val acc", "lr", "seconds", "skipped"], per_epoch), ""]
 
@@ -75,6 +78,8 @@ def render_training_results(
 
     lines += ["## Learning Curves", "", "![learning curves](learning_curves.png)", "",
               "Per-epoch numbers: `logs/metrics.json`; the full log: `logs/training.log`.", ""]
+    if is_vae:
+        lines += vae.preview_lines(evidence.previews)
 
     lines += ["## Decision", ""]
     lines += [f"**{decision[0]}**: {decision[1]}" if decision else "No decision yet.", ""]

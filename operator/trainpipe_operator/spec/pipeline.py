@@ -235,7 +235,7 @@ class ApprovalSpec(CamelModel):
 
 class PipelineSpec(CamelModel):
     seed: int = Field(42, ge=0, le=2**32 - 1, description="seeds every random source")
-    task: Literal["classification"] = Field("classification", description="the task")
+    task: Literal["classification", "vae"] = Field("classification", description="the task")
     model: ModelSpec = Field(default_factory=ModelSpec, description="the model")
     data: DataSpec = Field(default_factory=DataSpec, description="the dataset")
     target: TargetSpec = Field(default_factory=TargetSpec, description="what production-ready means")
