@@ -329,7 +329,7 @@ def test_root_requires_type_meta_and_metadata(schema: dict[str, Any]) -> None:
     ("field", "enum"),
     [
         ("spec.model.name", ["resnet18", "resnet50", "smallcnn"]),
-        ("spec.task", ["classification"]),  # a one-value Literal (const)
+        ("spec.task", ["classification", "vae"]),
         ("spec.target.metric", ["val_acc", "val_loss", "test_acc"]),
         ("spec.baseline.optimizer", ["adamw", "sgd"]),
         ("spec.runtime.type", ["local", "ray", "rayjob"]),
