@@ -149,10 +149,10 @@ class TrainSettings(BaseModel):
                       kl_cycles=vae.kl_anneal.cycles)
         return cls.model_validate(values)
 
-    def to_overrides(self) -> dict[str, dict[str, Any]]:
+    def to_overrides(self) -> dict[str, Any]:
         """The settings as job-config sections (camelCase keys; ``vae.klAnneal``
         is a section inside ``vae``)."""
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, Any] = {}
         for path, field in PATHS.items():
             *sections, key = path.split(".")
             target = out
