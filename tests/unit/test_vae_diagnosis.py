@@ -143,11 +143,11 @@ def test_underfitting_recommends_a_larger_vae_model_more_epochs_higher_lr():
     assert d.primary_issue == "underfitting" and d.fired("both-above-target")
     recs = recommend(d, VAE_SETTINGS, vae_spec())
     changes = {c.path: c.new for r in recs for c in r.changes}
-    assert changes["model.name"] == "vae-base" and changes["train.epochs"] == 40
+    assert changes["model.name"] == "vae-medium" and changes["train.epochs"] == 40
     assert changes["train.lr"] == pytest.approx(3e-3)
     # still improving at the last epoch: training longer (high impact, low effort) ranks first
     assert [r.id for r in recs][:2] == ["underfitting/longer-training", "underfitting/bigger-model"]
-    assert job_for(apply_recommendations(VAE_SETTINGS, recs)[0]).model.name == "vae-base"
+    assert job_for(apply_recommendations(VAE_SETTINGS, recs)[0]).model.name == "vae-medium"
 
 
 def test_the_largest_vae_model_gets_no_bigger_model():
@@ -189,13 +189,13 @@ def test_a_classifier_diagnosis_is_unchanged_by_the_vae_rules():
 
 def test_vae_settings_round_trip_through_the_job_config():
     job = {"runDir": "/r", "task": "vae", "data": {"source": "/d", "augment": ["gain"]},
-           "model": {"name": "vae-base"},
+           "model": {"name": "vae-medium"},
            "vae": {"latentDim": 32, "beta": 0.5, "freeBits": 0.2,
                    "kl_anneal": {"schedule": "cyclical", "warmupEpochs": 3, "cycles": 2}}}
     s = TrainSettings.from_job_config(job)
     assert (s.latent_dim, s.beta, s.free_bits) == (32, 0.5, 0.2)
     assert (s.kl_schedule, s.kl_warmup_epochs, s.kl_cycles) == ("cyclical", 3.0, 2)
-    assert s.augment == ["gain"] and s.model_name == "vae-base"
+    assert s.augment == ["gain"] and s.model_name == "vae-medium"
     out = s.model_copy(update={"kl_cycles": 6, "latent_dim": 8}).apply_to_job_config(job)
     assert "kl_anneal" not in out["vae"]  # the snake_case spelling is replaced, not duplicated
     cfg = JobConfig.model_validate(out)

@@ -59,7 +59,7 @@ VAE_FIELDS = ("latent_dim", "beta", "free_bits", "kl_schedule", "kl_warmup_epoch
 MODEL_LADDER = ("smallcnn", "resnet18", "resnet50")  # by capacity
 # The vae task's models, by capacity. Named here because the control plane
 # never imports torch; they must be the trainer's registered vae models.
-VAE_MODEL_LADDER = ("vae-small", "vae-base", "vae-large")
+VAE_MODEL_LADDER = ("vae-small", "vae-medium", "vae-large")
 LADDERS = (MODEL_LADDER, VAE_MODEL_LADDER)
 LR_MIN = 1e-7
 LR_MAX = 1.0  # recommendations never go above; the job config allows up to 10

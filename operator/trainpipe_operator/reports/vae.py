@@ -198,8 +198,9 @@ def render_vae_deployment_guide(export: ExportReport, model_name: str, test: Tes
         "",
         f"The decoder outputs log-mel spectrograms, about `[N, {audio.n_mels}, {frames}]` (mel bands x frames; "
         f"ONNX output `{export.output_name}`; a channel axis of 1 may precede the mel axis). They are not audio "
-        "yet: the documented inversion undoes the log (back to mel power), maps the mel bands back to linear "
-        "frequency bins (the mel filter bank's pseudo-inverse), and recovers the phase with Griffin-Lim "
+        "yet: the documented inversion maps the log-mel (decibels scaled to [0, 1]) back to mel power, maps "
+        "the mel bands back to linear frequency bins (the mel filter bank's pseudo-inverse), and recovers the "
+        "phase with Griffin-Lim "
         f"(the training's previews used {vae.griffin_lim_iters} iterations). `trainpipe_trainer.tasks.vae.mel."
         f"{SAMPLING_CALL}(log_mel, audio_config, n_iter)` does exactly that with the training's settings and "
         f"returns a float32 waveform at {audio.sample_rate} Hz.",
