@@ -74,7 +74,8 @@ def test_vae_test_results_without_previews_say_so():
 def test_classification_test_results_and_guide_are_unchanged():
     text = render_test_results(test_evaluation(), "val_acc >= 0.9")
     assert "## Confusion matrix" in text and "Previews" not in text
-    guide = render_deployment_guide(export_report(), "smallcnn", test_evaluation())
+    guide = render_deployment_guide(export_report(), "smallcnn", test_evaluation(), vae=VaeConfig(),
+                                    audio=AudioConfig())
     assert "softmax" in guide and "log_mel_to_audio" not in guide
 
 

@@ -56,10 +56,11 @@ def render_test_results(test: TestEvaluation, target: str, previews: Sequence[Pr
 
 def render_deployment_guide(export: ExportReport, model_name: str, test: TestEvaluation | None, *,
                             vae: VaeConfig | None = None, audio: AudioConfig | None = None) -> str:
-    """A VAE (``vae`` given, a vae test evaluation, or an exported decoder)
-    gets the sampling guide; ``vae`` and ``audio`` are the final job's
-    ``vae`` and ``data.audio`` sections (latent size, mel settings)."""
-    if vae is not None or (test is not None and test.task == "vae") or DECODER in export.parts:
+    """A VAE (a vae test evaluation, or an exported decoder) gets the
+    sampling guide; ``vae`` and ``audio`` are the final job's ``vae`` and
+    ``data.audio`` sections (latent size, mel settings; defaults when None).
+    A classifier's guide ignores them."""
+    if (test is not None and test.task == "vae") or DECODER in export.parts:
         return render_vae_deployment_guide(export, model_name, test, vae, audio)
     pre = export.preprocessing
     shape = export.input_shape or [1, 3, pre.image_size if pre else "H", pre.image_size if pre else "W"]
