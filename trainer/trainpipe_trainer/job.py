@@ -150,7 +150,8 @@ def run_job(
             from trainpipe_trainer.engine.curves import save_learning_curves
 
             try:
-                save_learning_curves(evidence.epochs, run_dir / "learning_curves.png")
+                panel = engine.task.curves_panel if engine is not None else None
+                save_learning_curves(evidence.epochs, run_dir / "learning_curves.png", panel)
             except Exception:  # noqa: BLE001 - a plot never fails a finished job
                 log.warning("learning_curves.png not written", exc_info=True)
     return evidence

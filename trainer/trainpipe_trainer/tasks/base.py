@@ -86,6 +86,8 @@ class Task(ABC):
     transform on the training device)."""
 
     name: ClassVar[str] = ""
+    #: learning_curves.png's second panel: (title, metric names, y range or None).
+    curves_panel: ClassVar[tuple[str, tuple[str, ...], tuple[float, float] | None] | None] = None
 
     def __init__(self, config: JobConfig) -> None:
         self.config = config

@@ -43,6 +43,7 @@ class ClassMismatchError(ValueError):
 
 class ClassificationTask(Task):
     name = "classification"
+    curves_panel = ("accuracy", ("train_acc", "val_acc"), (0.0, 1.0))
 
     def __init__(self, config: JobConfig, classes: list[str] | None = None) -> None:
         super().__init__(config)
