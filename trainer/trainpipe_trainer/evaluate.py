@@ -71,7 +71,7 @@ class EvaluateJobResult:
         failed += [
             f"{p.runtime} parity: max |diff| {p.max_abs_diff}, allclose {p.allclose}, "
             f"top-1 agrees on {p.top1_agree}/{p.samples}" + (f" ({p.error})" if p.error else "")
-            for p in self.export.parity if not (p.allclose and p.top1_agree_all and p.error is None)
+            for p in self.export.parity if not p.agrees
         ]
         ev = self.evaluation
         figure = (f"test accuracy {ev.accuracy:.4f}" if ev.accuracy is not None else

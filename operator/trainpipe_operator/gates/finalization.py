@@ -218,7 +218,7 @@ def check_export_parity(export: ExportReport | None, spec: PipelineSpec, files: 
             problems.append(f"{p.runtime}: {p.error}")
         elif not p.allclose:
             problems.append(f"{p.runtime}: outputs differ from PyTorch (max abs diff {p.max_abs_diff})")
-        elif not p.top1_agree_all:
+        elif p.top1_applicable and not p.top1_agree_all:
             problems.append(f"{p.runtime}: top-1 class differs on {p.samples - p.top1_agree} of {p.samples} inputs")
     value = float(f"{max(diffs):.3g}") if diffs else None
     if problems:
