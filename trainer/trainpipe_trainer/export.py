@@ -214,7 +214,7 @@ def _onnx_export(
                 torch.onnx.export(
                     model, (example,), str(tmp), dynamo=False, opset_version=LEGACY_OPSET,
                     input_names=[naming.input_name], output_names=[naming.output_name],
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    dynamic_axes={naming.input_name: {0: "batch"}, naming.output_name: {0: "batch"}},
                 )
             exporter, opset = "torch.onnx.export(dynamo=False)", LEGACY_OPSET
         tmp.replace(path)
