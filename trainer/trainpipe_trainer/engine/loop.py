@@ -266,6 +266,8 @@ class Engine:
                 with self.precision.autocast():
                     out = self.task.training_step(self.model, batch, epoch + micro / self.batches_per_epoch)
                 loss_value = out.loss.item()
+                if out.recorded_loss is not None and math.isfinite(loss_value):
+                    loss_value = out.recorded_loss
                 scaled = out.loss / accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             window_samples += out.count
@@ -284,11 +286,12 @@ class Engine:
                 world_samples = step_samples * self.ctx.world_size
                 self.telemetry.on_step(
                     loss_value, self.optimizer.param_groups[0]["lr"], self.last_grad_norm,
-                    world_samples / max(now - step_start, 1e-9), world_samples,
+                    world_samples / max(now - step_start, 1e-9), world_samples, metrics=out.step_metrics,
                 )
             step_start, step_samples = now, 0
             if p.global_step % self.cfg.log_every_steps == 0:
-                self._log_step(epoch, loss_value, window_samples * self.ctx.world_size / max(now - window_start, 1e-9))
+                self._log_step(epoch, loss_value, window_samples * self.ctx.world_size / max(now - window_start, 1e-9),
+                               out.step_metrics)
                 window_start, window_samples = now, 0
             if self.on_step:
                 self.on_step(p.global_step)
@@ -328,11 +331,12 @@ class Engine:
         p.epoch_sums["steps"] += 1
         self.last_grad_norm = grad_norm
 
-    def _log_step(self, epoch: int, loss: float, samples_per_second: float) -> None:
+    def _log_step(self, epoch: int, loss: float, samples_per_second: float, extra: dict[str, float]) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
         log.info(
-            "step %d epoch %d loss=%.4f lr=%.3g grad_norm=%.3f samples/s=%.1f",
+            "step %d epoch %d loss=%.4f lr=%.3g grad_norm=%.3f samples/s=%.1f%s",
             self.progress.global_step, epoch + 1, loss, lr, self.last_grad_norm or 0.0, samples_per_second,
+            "".join(f" {name}={value:.4g}" for name, value in extra.items()),
         )
 
     # --------------------------------------------------------------- validate

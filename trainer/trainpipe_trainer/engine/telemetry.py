@@ -184,14 +184,19 @@ class TrainingTelemetry:
         grad_norm: float | None,
         samples_per_second: float,
         samples: int,
+        metrics: Mapping[str, float] | None = None,
     ) -> None:
-        """Record one optimizer step (grad_norm None: not computed, left as it was)."""
+        """Record one optimizer step (grad_norm None: not computed, left as it
+        was); ``metrics``: the task's per-step values, by name."""
         self._set("trainpipe_train_step_loss", loss)
         self._set("trainpipe_learning_rate", lr)
         self._set("trainpipe_grad_norm", grad_norm)
         self._set("trainpipe_samples_per_second", samples_per_second)
         self._child("trainpipe_train_steps_total").inc()
         self._child("trainpipe_train_samples_total").inc(samples)
+        for name, value in (metrics or {}).items():
+            if math.isfinite(value):
+                self._set("trainpipe_task_metric", value, metric=name)
 
     def on_skip(self) -> None:
         """Record a step skipped for a non-finite loss or gradient."""

@@ -57,12 +57,20 @@ class TaskData:
 @dataclass
 class StepOutput:
     """One training batch: the loss to back-propagate (a scalar tensor), the
-    metric sums it adds (plain floats: ``loss_sum`` and the task's own), and
-    how many samples it held."""
+    task's metric sums it adds (plain floats; the engine adds ``loss_sum``
+    and ``count`` itself), and how many samples it held.
+
+    ``recorded_loss``: the value recorded as this batch's training loss when
+    it is not the back-propagated one (the VAE back-propagates an annealed
+    objective but records the negative ELBO, so train and val losses are the
+    same quantity). ``step_metrics``: per-step values for the step log line
+    and telemetry (the VAE's ``recon_loss``, ``kl_loss``, ``kl_weight``)."""
 
     loss: torch.Tensor
     sums: dict[str, float]
     count: int
+    recorded_loss: float | None = None
+    step_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -133,7 +141,8 @@ class Task(ABC):
 
     @abstractmethod
     def validation_step(self, model: nn.Module, batch: Any) -> tuple[dict[str, float], int]:
-        """Sums and sample count of one validation batch (no grad, eval mode)."""
+        """Sums and sample count of one validation batch (no grad, eval mode);
+        the sums include ``loss_sum`` (the batch's loss times its size)."""
 
     @abstractmethod
     def epoch_metrics(self, train: dict[str, float], val: dict[str, float]) -> dict[str, float | None]:
