@@ -163,7 +163,7 @@ class TrainSettings(BaseModel):
         for path, field in self.paths().items():
             *sections, key = path.split(".")
             value = getattr(self, field)
-            node = out
+            node: dict[str, Any] = out
             for section in sections:
                 node = node.setdefault(section, {})
             node[key] = list(value) if isinstance(value, list) else value

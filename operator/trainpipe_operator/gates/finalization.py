@@ -117,12 +117,14 @@ def check_test_evaluated(test: TestEvaluation | None, files: RunFiles,
         problems.append("no confusion matrix")
     elif sum(sum(row) for row in test.confusion_matrix) != test.samples:
         problems.append(f"the confusion matrix does not add up to the {test.samples} samples")
-    if problems:
-        return failed("test-evaluated", test.accuracy if is_finite(test.accuracy) else None, threshold, ev,
+    accuracy = test.accuracy if is_finite(test.accuracy) else None
+    if problems or accuracy is None:
+        return failed("test-evaluated", accuracy, threshold, ev,
                       "The test evaluation is incomplete: " + "; ".join(problems) + ".")
-    return passed("test-evaluated", round(test.accuracy, 6), threshold, ev,
-                  f"Test accuracy {test.accuracy:.4f} on {test.samples} held-out samples, "
-                  f"{len(test.per_class)} classes, macro F1 {test.macro_f1:.4f}.")
+    macro_f1 = "n/a" if test.macro_f1 is None else f"{test.macro_f1:.4f}"
+    return passed("test-evaluated", round(accuracy, 6), threshold, ev,
+                  f"Test accuracy {accuracy:.4f} on {test.samples} held-out samples, "
+                  f"{len(test.per_class)} classes, macro F1 {macro_f1}.")
 
 
 def _test_metrics_evaluated(test: TestEvaluation | None, files: RunFiles, catalog: TaskCatalog) -> Check:

@@ -406,7 +406,7 @@ class PipelineSpec(CamelModel):
     )
     model: ModelSpec = Field(default_factory=ModelSpec, validate_default=True, description="the model")
     data: DataSpec = Field(
-        default_factory=dict,  # type: ignore[arg-type]  # validated: a missing data.source is named
+        default_factory=dict,  # validated: a missing data.source is named
         validate_default=True, description="the dataset (data.source is required)",
     )
     target: TargetSpec = Field(default_factory=TargetSpec, validate_default=True,
@@ -574,7 +574,7 @@ class TrainingPipeline(CamelModel):
     api_version: Literal["trainpipe.io/v1alpha1"] = Field(..., alias="apiVersion")
     kind: Literal["TrainingPipeline"]
     metadata: ObjectMeta
-    spec: PipelineSpec = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+    spec: PipelineSpec = Field(default_factory=dict, validate_default=True)  # validated: data.source is named
     status: PipelineStatus | None = None
 
     @classmethod

@@ -58,7 +58,7 @@ def rows(model: type[BaseModel] = PipelineSpec, prefix: str = "spec.") -> list[t
         path = prefix + (field.alias or name)
         annotation = field.annotation
         section = _section(annotation)
-        if _is_model(annotation):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             out += rows(annotation, path + ".")
         elif section is not None:
             nested, suffix, shown = section

@@ -38,8 +38,8 @@ def custom_catalog(metrics: Iterable[Any]) -> TaskCatalog:
     """
     declared = []
     for m in metrics:
-        get = m.get if isinstance(m, dict) else lambda key, default=None, m=m: getattr(m, key, default)
-        declared.append(declared_metric(get("name"), get("direction"), get("kind")))
+        fields = m if isinstance(m, dict) else {k: getattr(m, k, None) for k in ("name", "direction", "kind")}
+        declared.append(declared_metric(str(fields["name"]), str(fields["direction"]), fields.get("kind")))
     if not declared:
         raise ValueError("a custom task declares at least one metric")
     names = [m.name for m in declared]
