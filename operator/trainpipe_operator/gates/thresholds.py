@@ -12,3 +12,8 @@ LEAKAGE_VAL_ACC = 0.999
 # (initial - final) / initial train loss under this is no learning: Baseline
 # decides `fix`, the diagnosis fires `loss-flat` (convergence-stall).
 NO_LEARNING_DECREASE = 0.05
+# (val_loss - train_loss) / train_loss above this at the last epoch: overfitting
+# for a task without accuracies (seed 004: "overfitting gap over 20% warns and
+# training continues"): the execution check `overfit-gap` warns, the diagnosis
+# fires `loss-gap`.
+OVERFIT_LOSS_GAP = 0.2
