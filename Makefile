@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-RUN_DIR ?= runs/digits
+EXAMPLE ?= examples/digits.yaml
+# runs/<the example's file name>: each example keeps its own run directory.
+RUN_DIR ?= runs/$(basename $(notdir $(EXAMPLE)))
 PYTEST_ARGS ?=
 # Test modules run in parallel, a whole file per worker (`--dist loadfile`:
 # module fixtures such as a Ray head are started once per file). Two
@@ -75,7 +77,7 @@ dev-down:
 	@hack/dev-cluster.sh down
 
 run: venv
-	$(BIN)/trainpipe run examples/digits.yaml --run-dir $(RUN_DIR)
+	$(BIN)/trainpipe run $(EXAMPLE) --run-dir $(RUN_DIR)
 
 test: provision lint typecheck
 	$(PYTEST) $(PYTEST_ARGS)

@@ -31,6 +31,7 @@ from trainpipe_trainer.engine.loop import TrainingParts
 from trainpipe_trainer.engine.stop import StopSignal
 from trainpipe_trainer.job import run_job
 from trainpipe_trainer.models import ModelBuildRequest, build_model
+from trainpipe_trainer.tasks.classification import ClassificationTask
 
 RESULTS = Path(__file__).parent / "results" / "engine_overhead.json"
 WARMUP_STEPS = 3
@@ -77,7 +78,8 @@ def engine_run(model: nn.Module, data: Dataset, val: Dataset, args: argparse.Nam
         "ray": {"enabled": False},
     })
     stamps: list[float] = []
-    parts = TrainingParts(model=model, train_set=data, val_set=val, classes=[str(i) for i in range(10)])
+    parts = TrainingParts(model=model, train_set=data, val_set=val,
+                          task=ClassificationTask.with_classes([str(i) for i in range(10)]))
     started = time.perf_counter()
     evidence = run_job(config, parts=parts, stop=StopSignal(), on_step=lambda _s: stamps.append(time.perf_counter()))
     stamps.insert(0, started)

@@ -41,7 +41,7 @@ from trainpipe_operator.devcluster import ControlPlane, find_assets  # noqa: E40
 from trainpipe_operator.rbac import cluster_role, cluster_role_binding  # noqa: E402
 
 TEMPLATE_SPEC = {
-    "data": {"imageSize": 8, "batchSize": 64},
+    "data": {"source": "builtin:digits", "imageSize": 8, "batchSize": 64},
     "target": {"metric": "val_acc", "value": 0.5},
     "baseline": {"epochs": 2, "lr": 0.003},
     "finalization": {"epochs": 2, "patience": 2},

@@ -78,7 +78,7 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float, interval: floa
 
 def pipeline_manifest(name: str, ray_address: str, token_secret: str, **spec: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "data": {"imageSize": 8, "batchSize": 64},
+        "data": {"source": "builtin:digits", "imageSize": 8, "batchSize": 64},
         "target": {"metric": "val_acc", "value": 0.5},
         "baseline": {"epochs": 2, "lr": 0.003},
         "finalization": {"epochs": 2, "patience": 2},

@@ -47,7 +47,7 @@ GPUS = {
     DECOY: ("0", "node-d", NS, "digits-baseline-1-abcde-workers-worker-zzzzz", 99.0, 0.9),
     OTHER_TEAM: ("0", "node-e", "team-b", "team-b-trainer-0", 97.0, None),
 }
-GPU_SPEC = PipelineSpec.model_validate({"resources": {"gpusPerWorker": 1}})
+GPU_SPEC = PipelineSpec.model_validate({"resources": {"gpusPerWorker": 1}, "data": {"source": "builtin:digits"}})
 
 
 @pytest.fixture(scope="module")

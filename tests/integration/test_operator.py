@@ -48,15 +48,19 @@ def test_the_operator_service_account_has_least_privilege(cluster: Cluster) -> N
 
 
 INVALID = [
-    ("spec.model.name", {"model": {"name": "resnet101"}}),
+    # a model, augmentation or target metric of another task is the models'
+    # rule (spec.task decides): the operator and the webhook refuse those
+    ("spec.model.name", {"model": {"name": ""}}),
+    ("spec.task", {"task": "detection"}),
+    ("spec.customTask.metrics", {"task": "custom", "customTask": {"entrypoint": "a.b:C", "metrics": []}}),
     ("spec.baseline.optimizer", {"baseline": {"optimizer": "adam"}}),
     ("spec.baseline.scheduler", {"baseline": {"scheduler": "linear"}}),
     ("spec.baseline.epochs", {"baseline": {"epochs": 0}}),
     ("spec.baseline.lr", {"baseline": {"lr": 0}}),
     ("spec.data.imageSize", {"data": {"imageSize": 4}}),
     ("spec.data.batchSize", {"data": {"batchSize": 0}}),
-    ("spec.data.augment", {"data": {"augment": ["mixup"]}}),
-    ("spec.target.metric", {"target": {"metric": "f1"}}),
+    ("spec.data.augment", {"data": {"augment": "mixup"}}),
+    ("spec.target.metric", {"target": {"metric": ""}}),
     ("spec.optimization.maxIterations", {"optimization": {"maxIterations": -1}}),
     ("spec.finalization.export", {"finalization": {"export": ["tflite"]}}),
     ("spec.finalization.export", {"finalization": {"export": []}}),

@@ -27,7 +27,7 @@ TRAINPIPE = str(Path(sys.executable).parent / "trainpipe")
 
 def manifest(tmp_path: Path, name: str, **spec: Any) -> Path:
     base: dict[str, Any] = {
-        "data": {"imageSize": 8, "batchSize": 64},
+        "data": {"source": "builtin:digits", "imageSize": 8, "batchSize": 64},
         "target": {"metric": "val_acc", "value": 0.5},
         "baseline": {"epochs": 2, "lr": 0.003},
         "finalization": {"epochs": 2, "patience": 2},

@@ -23,9 +23,10 @@ from trainpipe_operator.admission.approval import (
 )
 from trainpipe_operator.admission.webhook import Webhook
 from trainpipe_operator.controller.settings import OperatorSettings
-from trainpipe_operator.spec.pipeline import PipelineSpec, TargetSpec
+from trainpipe_operator.spec.pipeline import PipelineSpec
 
 RAY = {"type": "ray", "ray": {"address": "http://ray:8265"}}
+DATA = {"source": "builtin:digits"}
 
 
 def settings(**kw: Any) -> OperatorSettings:
@@ -59,9 +60,9 @@ def test_a_rule_refuses_naming_the_field(spec: dict[str, Any], message: str) -> 
 
 
 @pytest.mark.parametrize("spec", [
-    {"runtime": RAY},
-    {"runtime": {"type": "rayjob"}, "target": {"metric": "test_acc", "value": 0.8}},
-    {"runtime": {"type": "ray", "ray": {"tokenSecret": "t"}}},  # the operator's default address
+    {"runtime": RAY, "data": DATA},
+    {"runtime": {"type": "rayjob"}, "target": {"metric": "test_acc", "value": 0.8}, "data": DATA},
+    {"runtime": {"type": "ray", "ray": {"tokenSecret": "t"}}, "data": DATA},  # the operator's default address
 ])
 def test_a_sound_spec_passes_every_rule(spec: dict[str, Any]) -> None:
     assert rules.check_spec(spec, "team-a", settings(ray_address="http://default:8265")) == []
@@ -90,16 +91,23 @@ def test_a_target_metric_the_task_does_not_produce_is_refused_with_the_allowed_o
 
 
 def test_every_task_has_its_metrics_and_every_target_metric_comes_from_a_task() -> None:
+    from trainpipe_operator.tasks import BUILTIN
+
     assert set(rules.TASK_METRICS) == set(get_args(PipelineSpec.model_fields["task"].annotation))
-    produced = {m for metrics in rules.TASK_METRICS.values() for m in metrics}
-    assert produced == set(get_args(TargetSpec.model_fields["metric"].annotation))
+    for task, catalog in BUILTIN.items():
+        assert rules.TASK_METRICS[task] == catalog.targetable()
+        for metric in catalog.targetable():  # and the spec accepts each of them
+            source = "builtin:digits" if task == "classification" else "builtin:tones"
+            spec = PipelineSpec.model_validate({"task": task, "data": {"source": source},
+                                                "target": {"metric": metric, "value": 0.5}})
+            assert spec.target.metric == metric
 
 
 def test_a_rule_is_added_by_listing_it() -> None:
     def no_team_b(spec: dict[str, Any], namespace: str, s: Any) -> list[str]:
         return ["metadata.namespace: team-b may not train"] if namespace == "team-b" else []
 
-    assert rules.check_spec({"runtime": RAY}, "team-b", settings(), (*rules.RULES, no_team_b)) == [
+    assert rules.check_spec({"runtime": RAY, "data": DATA}, "team-b", settings(), (*rules.RULES, no_team_b)) == [
         "metadata.namespace: team-b may not train"]
 
 
@@ -200,7 +208,7 @@ def body(annotations: dict[str, str] | None = None, status: dict[str, Any] | Non
     return kopf.Body({"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline",
                       "metadata": {"name": "p", "namespace": "team-a", "uid": "uid-p",
                                    "annotations": annotations or {}},
-                      "spec": spec or {"runtime": RAY}, "status": status or {}})
+                      "spec": spec or {"runtime": RAY, "data": DATA}, "status": status or {}})
 
 
 def webhook(allowed: bool, asked: list[dict[str, Any]] | None = None) -> Webhook:
@@ -280,7 +288,7 @@ def awaiting_pipeline(annotations: dict[str, str]) -> dict[str, Any]:
     return {"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline",
             "metadata": {"name": "p", "namespace": "team-a", "uid": "uid-p", "generation": 1,
                          "annotations": annotations},
-            "spec": {"runtime": {"type": "rayjob"}, "approval": {"required": True}},
+            "spec": {"runtime": {"type": "rayjob"}, "approval": {"required": True}, "data": DATA},
             "status": {"phase": "AwaitingApproval", "runId": "run-1", "startedAt": "2026-12-02T07:00:00+00:00"}}
 
 

@@ -137,7 +137,8 @@ def good_evidence(**kw: Any) -> Evidence:
 
 
 def make_spec(**overrides: Any) -> PipelineSpec:
-    return PipelineSpec.model_validate({"target": {"metric": "val_acc", "value": 0.9}, **overrides})
+    return PipelineSpec.model_validate({"target": {"metric": "val_acc", "value": 0.9},
+                                        "data": {"source": "builtin:digits"}, **overrides})
 
 
 def make_report(duplicates: int = 0, nonfinite: int = 0) -> DataReport:

@@ -17,6 +17,7 @@ from trainpipe_trainer.engine.distributed import DistContext
 from trainpipe_trainer.engine.loop import Engine, TrainingParts
 from trainpipe_trainer.engine.stop import StopSignal
 from trainpipe_trainer.job import run_job
+from trainpipe_trainer.tasks.classification import ClassificationTask
 
 
 class TensorPairs(Dataset):
@@ -40,7 +41,7 @@ def linear_parts(n: int = 32, features: int = 6, classes: int = 3, scale: float 
     torch.manual_seed(seed)  # the same initial weights in every call
     model = nn.Linear(features, classes)
     return TrainingParts(model=model, train_set=TensorPairs(x, y), val_set=TensorPairs(x[:8], y[:8]),
-                         classes=[str(c) for c in range(classes)])
+                         task=ClassificationTask.with_classes([str(c) for c in range(classes)]))
 
 
 def losses(evidence) -> list[tuple[float, float, float]]:  # type: ignore[no-untyped-def]

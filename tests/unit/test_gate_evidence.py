@@ -172,7 +172,8 @@ def test_no_target_condition_before_finalization():
 
 def _runner(tmp_path: Path, **spec: object) -> LocalRunner:
     pipeline = TrainingPipeline.model_validate({"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline",
-                                                "metadata": {"name": "p"}, "spec": spec})
+                                                "metadata": {"name": "p"},
+                                                "spec": {"data": {"source": "builtin:digits"}, **spec}})
     return LocalRunner(pipeline, tmp_path / "run", ProcessLauncher(), "local")
 
 

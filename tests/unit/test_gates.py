@@ -46,6 +46,7 @@ BUDGET = 3600.0
 
 def make_spec(**sections: Any) -> PipelineSpec:
     """``make_spec(gates={"gpuUtilMin": 80})``: camelCase, as in a manifest."""
+    sections.setdefault("data", {"source": "builtin:digits"})
     return PipelineSpec.model_validate(sections)
 
 

@@ -36,7 +36,8 @@ END = START + timedelta(seconds=600)
 
 
 def spec(gpus: int = 1, **gates: Any) -> PipelineSpec:
-    return PipelineSpec.model_validate({"resources": {"gpusPerWorker": gpus}, "gates": gates})
+    return PipelineSpec.model_validate({"resources": {"gpusPerWorker": gpus}, "gates": gates,
+                                        "data": {"source": "builtin:digits"}})
 
 
 def evidence(uuids: list[list[str]] | None = None, window: bool = True, **fields: Any) -> Evidence:

@@ -46,7 +46,8 @@ def test_the_two_commands_are_make_targets() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "make run " in README and "make test " in README
     assert "\nrun:" in makefile and "\ntest:" in makefile
-    assert "trainpipe run examples/digits.yaml" in makefile
+    # make run runs the embedded default (EXAMPLE=... picks another example)
+    assert "EXAMPLE ?= examples/digits.yaml" in makefile and "trainpipe run $(EXAMPLE)" in makefile
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
 
 

@@ -9,7 +9,7 @@ import copy
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 import yaml
@@ -244,20 +244,30 @@ def test_every_pipeline_example_validates() -> None:
 
 
 def test_model_names_are_the_trainer_registry() -> None:
+    from trainpipe_operator.tasks import BUILTIN
     from trainpipe_trainer.models import registered_names
 
-    assert sorted(spec.MODEL_NAMES) == sorted(registered_names())
+    # the classification models are the registry's; whatever else the
+    # registry holds is another built-in task's
+    assert set(spec.MODEL_NAMES) <= set(registered_names())
+    assert set(registered_names()) <= {m for c in BUILTIN.values() for m in c.models or ()}
     assert len(set(spec.MODEL_NAMES)) == len(spec.MODEL_NAMES)
-    # the Literal the manifest is checked against is the same list
-    assert set(get_args(spec.ModelSpec.model_fields["name"].annotation)) == set(spec.MODEL_NAMES)
+    # the names the manifest is checked against are the same list
+    for name in spec.MODEL_NAMES:
+        assert spec.PipelineSpec.model_validate(
+            {"data": {"source": "builtin:digits"}, "model": {"name": name}}).model.name == name
 
 
 def test_augmentations_are_the_trainers() -> None:
-    from trainpipe_trainer.contract.job_config import AUGMENTATIONS
+    from trainpipe_operator.tasks import BUILTIN
+    from trainpipe_trainer.contract.job_config import AUGMENTATIONS, AUGMENTATIONS_BY_TASK
 
     assert tuple(spec.AUGMENTATIONS) == tuple(AUGMENTATIONS)
-    (literal,) = get_args(spec.DataSpec.model_fields["augment"].annotation)
-    assert set(get_args(literal)) == set(spec.AUGMENTATIONS)
+    for task, catalog in BUILTIN.items():
+        assert catalog.augmentations == AUGMENTATIONS_BY_TASK[task]
+    accepted = spec.PipelineSpec.model_validate(
+        {"data": {"source": "builtin:digits", "augment": list(spec.AUGMENTATIONS)}})
+    assert tuple(accepted.data.augment) == tuple(spec.AUGMENTATIONS)
 
 
 @pytest.mark.parametrize(
@@ -276,7 +286,8 @@ def test_parse_duration_rejects_naming_the_value(text: str) -> None:
 
 
 def test_defaults_follow_seed_001(tmp_path: Path) -> None:
-    minimal = {"apiVersion": spec.API_VERSION, "kind": spec.KIND, "metadata": {"name": "defaults"}}
+    minimal = {"apiVersion": spec.API_VERSION, "kind": spec.KIND, "metadata": {"name": "defaults"},
+               "spec": {"data": {"source": "builtin:digits"}}}
     pipeline = load_manifest(_write(tmp_path, minimal))
     s = pipeline.spec
     assert s.baseline.epochs == 20

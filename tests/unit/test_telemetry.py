@@ -29,7 +29,8 @@ def exercise(t: TrainingTelemetry) -> None:
     """One call of every recording method."""
     t.on_step(loss=0.7, lr=1e-3, grad_norm=1.5, samples_per_second=512.0, samples=64)
     t.on_skip()
-    t.on_epoch(1, 0.6, 0.65, 0.8, 0.78, epoch_seconds=12.0, eta_seconds=240.0, val_top5=0.97)
+    t.on_epoch(1, 0.6, 0.65, 0.8, 0.78, epoch_seconds=12.0, eta_seconds=240.0, val_top5=0.97,
+               metrics={"val_acc": 0.78, "val_recon": 12.5})
     t.on_checkpoint(0.4)
     t.on_resume(3)
     t.on_gpu(util_percent=87.0, memory_bytes=12_000_000_000, device="cuda:0")

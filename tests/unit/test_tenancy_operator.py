@@ -24,7 +24,7 @@ from trainpipe_operator.spec.pipeline import ResourcesSpec
 def body(namespace: str = "team-a", **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline",
             "metadata": {"name": "p", "namespace": namespace, "uid": "0123456789ab", "generation": 1},
-            "spec": spec}
+            "spec": {"data": {"source": "builtin:digits"}, **spec}}
 
 
 def reconciler(tmp_path: Path, **settings: Any) -> Reconciler:

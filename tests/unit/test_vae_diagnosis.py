@@ -22,7 +22,7 @@ from trainpipe_operator.gates.diagnostics import evaluate_diagnostics
 from trainpipe_operator.pipeline.jobs import build_job
 from trainpipe_trainer.contract.job_config import JobConfig, VaeConfig
 
-VAE_SETTINGS = TrainSettings(model_name="vae-small", epochs=20, augment=[])
+VAE_SETTINGS = TrainSettings(task="vae", model_name="vae-small", epochs=20, augment=[])
 
 
 def collapsed(**patch: Any):

@@ -18,6 +18,7 @@ from trainpipe_operator.gates.planning import evaluate_planning
 from trainpipe_operator.reports.finalization import render_deployment_guide
 from trainpipe_operator.reports.training import render_training_results
 from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_operator.tasks import VAE
 from trainpipe_trainer.contract.data_report import DataReport
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.job_config import JobConfig
@@ -31,6 +32,7 @@ PREVIEW_EVERY = 5
 
 def vae_spec(**sections: Any) -> PipelineSpec:
     sections.setdefault("target", {"metric": "val_loss", "value": 10.0})
+    sections.setdefault("data", {"source": "/data/sounds"})
     return PipelineSpec.model_validate({"task": "vae", **sections})
 
 
@@ -164,7 +166,8 @@ def test_vae_planning_gate_passes_with_the_audio_checks():
 
 
 def test_classification_planning_keeps_its_own_data_checks():
-    gate = evaluate_planning(ENVIRONMENT, [], audio_report(), None, PipelineSpec())
+    spec = PipelineSpec.model_validate({"data": {"source": "builtin:digits"}})
+    gate = evaluate_planning(ENVIRONMENT, [], audio_report(), None, spec)
     assert [c.id for c in gate.checks][3:7] == ["data-reachable", "split-proportions", "split-integrity",
                                                "samples-finite"]
     assert "classification needs at least 2" in gate.check("data-reachable").message
@@ -271,7 +274,7 @@ def test_healthy_vae_run_passes_every_execution_check():
 def test_classifier_only_checks_do_not_run_for_the_vae():
     checks = run_vae()
     assert checks["leakage-suspect"].result == "skip"
-    assert "not applicable to the vae task" in checks["leakage-suspect"].message
+    assert "not applicable: task vae reports no validation fraction" in checks["leakage-suspect"].message
     # overfit-gap is the relative loss gap, not the accuracy gap
     assert checks["overfit-gap"].threshold == 0.20 and checks["overfit-gap"].value == 0.1
 
@@ -407,7 +410,7 @@ def test_the_vae_checks_run_in_every_training_gate():
 def test_the_baseline_report_of_a_vae_passes_the_report_check():
     ev = vae_evidence()
     job = JobConfig(run_dir="/runs/x", task="vae").model_dump(mode="json", by_alias=True)
-    text = render_training_results("Baseline results", ev, job, ("optimize", "target not met"))
+    text = render_training_results("Baseline results", ev, job, ("optimize", "target not met"), VAE)
     gate = evaluate_baseline(ev, vae_files(ev, report_text=text), None, vae_spec(), 3600.0, "optimize", None,
                              preview_every=PREVIEW_EVERY)
     assert gate.check("report").result == "pass", gate.check("report").message

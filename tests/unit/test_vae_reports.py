@@ -12,20 +12,21 @@ from tests.unit.test_gates import export_report, test_evaluation
 from tests.unit.test_vae_gates import preview, vae_evidence, vae_export, vae_test
 from trainpipe_operator.reports.finalization import render_deployment_guide, render_test_results
 from trainpipe_operator.reports.training import render_training_results
+from trainpipe_operator.tasks import VAE
 from trainpipe_trainer.contract.job_config import AudioConfig, JobConfig, VaeConfig
 
 JOB = JobConfig(run_dir="/runs/x", task="vae").model_dump(mode="json", by_alias=True)
 
 
 def baseline_text(**kwargs) -> str:
-    return render_training_results("Baseline results", vae_evidence(**kwargs), JOB, ("optimize", "short"))
+    return render_training_results("Baseline results", vae_evidence(**kwargs), JOB, ("optimize", "short"), VAE)
 
 
 def test_vae_training_report_shows_the_elbo_terms_not_accuracy():
     text = baseline_text()
     assert "accuracy" not in text.lower() and "train acc" not in text
     assert "| epoch | train loss | val loss | val recon | val KL | KL weight | active units | lr |" in text
-    assert "| val KL (nats per sample) | 4.2 | 4.2 |" in text
+    assert "| val_kl (nats per sample) | 4.2 | 4.2 |" in text
     assert "| active latent units | 12 | 12 |" in text
     assert "latentDim: 16" in text and "task: vae" in text  # the config shows the vae section
 
@@ -56,7 +57,7 @@ def test_classification_training_report_is_unchanged():
 
 def test_vae_test_results_embed_the_last_previews_and_quote_the_elbo():
     ev = vae_evidence(n=10)
-    text = render_test_results(vae_test(), "val_loss <= 50.0", ev.previews)
+    text = render_test_results(vae_test(), "val_loss <= 50.0", VAE, ev.previews)
     assert "| negative ELBO (test loss, nats per sample) | 45.5 |" in text
     assert "| reconstruction | 41.25 |" in text and "| KL (nats per sample) | 4.25 |" in text
     assert "epoch 10" in text
@@ -68,7 +69,7 @@ def test_vae_test_results_embed_the_last_previews_and_quote_the_elbo():
 
 
 def test_vae_test_results_without_previews_say_so():
-    assert "wrote no preview" in render_test_results(vae_test(), "val_loss <= 50.0")
+    assert "wrote no preview" in render_test_results(vae_test(), "val_loss <= 50.0", VAE)
 
 
 def test_classification_test_results_and_guide_are_unchanged():

@@ -28,6 +28,7 @@ import copy
 import logging
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,20 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+@dataclass(frozen=True)
+class ExportNaming:
+    """How one exported module is named: its files (``<stem>.onnx``,
+    ``<stem>.pt2``), its input and output, the part of the model it is (the
+    VAE exports ``decoder``/``encoder``/``model``), and whether its output is
+    class scores (then parity also compares the top-1 class)."""
+
+    stem: str = "model"
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
+    top1: bool = True
+    part: str | None = None
+
+
 def export_model(
     model: nn.Module,
     example_input: torch.Tensor,
@@ -67,21 +82,29 @@ def export_model(
     run_dir: str | Path,
     formats: Sequence[str],
     parity_inputs: torch.Tensor,
-    preprocessing: Preprocessing,
+    preprocessing: Preprocessing | None,
+    naming: ExportNaming | None = None,
+    write: bool = True,
 ) -> ExportReport:
     """Export ``model`` in each of ``formats`` (``onnx``, ``torchscript``)
     into ``run_dir``, compare each export with PyTorch on ``parity_inputs``
     (N, C, H, W), write ``<run_dir>/export.json`` and return the report.
 
-    ``example_input`` fixes the input's C, H, W (its batch size does not
-    matter: the batch axis is exported as dynamic). The model is copied to
-    the CPU in eval mode; the caller's model is left as it was.
+    ``example_input`` fixes the input's shape after the batch axis (its batch
+    size does not matter: the batch axis is exported as dynamic). The model
+    is copied to the CPU in eval mode; the caller's model is left as it was.
+    ``naming``: file stem, input/output names, top-1 parity (default: a
+    classifier's ``model.onnx`` with ``input`` -> ``logits``). ``write``:
+    also write ``export.json`` (a task exporting several parts merges the
+    reports and writes once).
     """
+    naming = naming or ExportNaming()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / EXPORT_FILE).unlink(missing_ok=True)
-    report = ExportReport(preprocessing=preprocessing, classes=list(classes), input_name=INPUT_NAME,
-                          output_name=OUTPUT_NAME)
+    if write:
+        (run_dir / EXPORT_FILE).unlink(missing_ok=True)
+    report = ExportReport(preprocessing=preprocessing, classes=list(classes), input_name=naming.input_name,
+                          output_name=naming.output_name)
     try:
         cpu_model = copy.deepcopy(model).cpu().float().eval()
         example = _example_batch(example_input)
@@ -91,21 +114,26 @@ def export_model(
             reference = cpu_model(inputs).numpy()
     except Exception as exc:  # noqa: BLE001 - recorded, never raised past the report
         for fmt in formats:
-            report.artifacts.append(ExportArtifact(format=fmt, error=f"cannot run the model: {_error(exc)}"))
+            report.artifacts.append(
+                ExportArtifact(format=fmt, part=naming.part, error=f"cannot run the model: {_error(exc)}")
+            )
         report.ok = False
-        report.write(run_dir / EXPORT_FILE)
+        if write:
+            report.write(run_dir / EXPORT_FILE)
         return report
 
     for fmt in formats:
         if fmt == "onnx":
-            artifact, parity = _export_onnx(cpu_model, example, run_dir, inputs, reference, report)
+            artifact, parity = _export_onnx(cpu_model, example, run_dir, inputs, reference, report, naming)
         elif fmt == "torchscript":
-            artifact, parity = _export_program(cpu_model, example, run_dir, inputs, reference)
+            artifact, parity = _export_program(cpu_model, example, run_dir, inputs, reference, naming)
         else:
             artifact = ExportArtifact(format=fmt, error=f"unknown export format {fmt!r} (onnx, torchscript)")
             parity = None
+        artifact.part = naming.part
         report.artifacts.append(artifact)
         if parity is not None:
+            parity.part = naming.part
             report.parity.append(parity)
         log.info("Export %s: %s%s", fmt, artifact.path or "not written",
                  f" ({artifact.error})" if artifact.error else "")
@@ -113,7 +141,10 @@ def export_model(
             log.info("Parity %s: max |diff| %s, allclose %s, top-1 agrees on %d/%d",
                      parity.runtime, parity.max_abs_diff, parity.allclose, parity.top1_agree, parity.samples)
     report.ok = report.compute_ok()
-    report.write(run_dir / EXPORT_FILE)
+    if naming.part is not None:
+        report.parts[naming.part] = next((a.path for a in report.artifacts if a.format == "onnx" and a.path), "")
+    if write:
+        report.write(run_dir / EXPORT_FILE)
     return report
 
 
@@ -129,10 +160,12 @@ def _example_batch(example_input: torch.Tensor) -> torch.Tensor:
 
 
 def compare(
-    runtime: str, run: Callable[[torch.Tensor], np.ndarray], inputs: torch.Tensor, reference: np.ndarray
+    runtime: str, run: Callable[[torch.Tensor], np.ndarray], inputs: torch.Tensor, reference: np.ndarray,
+    top1: bool = True,
 ) -> ParityCheck:
-    """Run ``run`` on ``inputs`` and compare with ``reference`` (PyTorch's logits)."""
-    parity = ParityCheck(runtime=runtime, samples=int(inputs.shape[0]))
+    """Run ``run`` on ``inputs`` and compare with ``reference`` (PyTorch's
+    output); ``top1``: the outputs are class scores, compare the top-1 class too."""
+    parity = ParityCheck(runtime=runtime, samples=int(inputs.shape[0]), top1_applicable=top1)
     if inputs.shape[0] == 0:
         parity.error = "no parity inputs"
         return parity
@@ -147,6 +180,8 @@ def compare(
     diff = float(np.max(np.abs(got.astype(np.float64) - reference.astype(np.float64))))
     parity.max_abs_diff = diff if np.isfinite(diff) else None
     parity.allclose = bool(np.allclose(got, reference, rtol=PARITY_RTOL, atol=PARITY_ATOL))
+    if not top1:
+        return parity
     agree = int((got.argmax(axis=1) == reference.argmax(axis=1)).sum())
     parity.top1_agree = agree
     parity.top1_agree_all = agree == parity.samples
@@ -154,7 +189,9 @@ def compare(
 
 
 # ----------------------------------------------------------------------- ONNX
-def _onnx_export(model: nn.Module, example: torch.Tensor, path: Path, notes: list[str]) -> tuple[str, int]:
+def _onnx_export(
+    model: nn.Module, example: torch.Tensor, path: Path, notes: list[str], naming: ExportNaming
+) -> tuple[str, int]:
     """Write ``path`` (through a temp file and a rename); returns (exporter,
     opset). The dynamo exporter first, then the TorchScript-based one."""
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -165,7 +202,7 @@ def _onnx_export(model: nn.Module, example: torch.Tensor, path: Path, notes: lis
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     model, (example,), str(tmp), dynamo=True, opset_version=DYNAMO_OPSET,
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    input_names=[naming.input_name], output_names=[naming.output_name],
                     dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False,
                 )
             exporter, opset = "torch.onnx.export(dynamo=True)", DYNAMO_OPSET
@@ -176,8 +213,8 @@ def _onnx_export(model: nn.Module, example: torch.Tensor, path: Path, notes: lis
                 warnings.simplefilter("ignore")  # it warns that it is the legacy exporter
                 torch.onnx.export(
                     model, (example,), str(tmp), dynamo=False, opset_version=LEGACY_OPSET,
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                    input_names=[naming.input_name], output_names=[naming.output_name],
+                    dynamic_axes={naming.input_name: {0: "batch"}, naming.output_name: {0: "batch"}},
                 )
             exporter, opset = "torch.onnx.export(dynamo=False)", LEGACY_OPSET
         tmp.replace(path)
@@ -188,20 +225,21 @@ def _onnx_export(model: nn.Module, example: torch.Tensor, path: Path, notes: lis
 
 def _export_onnx(
     model: nn.Module, example: torch.Tensor, run_dir: Path, inputs: torch.Tensor,
-    reference: np.ndarray, report: ExportReport,
+    reference: np.ndarray, report: ExportReport, naming: ExportNaming,
 ) -> tuple[ExportArtifact, ParityCheck]:
-    path = run_dir / ONNX_FILE
+    onnx_file = f"{naming.stem}.onnx"
+    path = run_dir / onnx_file
     artifact = ExportArtifact(
         format="onnx", kind="onnx",
-        load=(f"onnxruntime.InferenceSession('{ONNX_FILE}', providers=['CPUExecutionProvider'])"
-              f".run(['{OUTPUT_NAME}'], {{'{INPUT_NAME}': x}})"),
+        load=(f"onnxruntime.InferenceSession('{onnx_file}', providers=['CPUExecutionProvider'])"
+              f".run(['{naming.output_name}'], {{'{naming.input_name}': x}})"),
     )
     parity = ParityCheck(runtime="onnxruntime", samples=int(inputs.shape[0]))
     try:
         import onnx
 
-        artifact.exporter, report.opset = _onnx_export(model, example, path, artifact.notes)
-        artifact.path, artifact.bytes = ONNX_FILE, path.stat().st_size
+        artifact.exporter, report.opset = _onnx_export(model, example, path, artifact.notes, naming)
+        artifact.path, artifact.bytes = onnx_file, path.stat().st_size
         onnx.checker.check_model(str(path), full_check=True)
         artifact.checker_ok = True
         graph = onnx.load(str(path)).graph
@@ -221,25 +259,28 @@ def _export_onnx(
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return session.run([report.output_name], {report.input_name: batch.numpy()})[0]
 
-    return artifact, compare("onnxruntime", run, inputs, reference)
+    return artifact, compare("onnxruntime", run, inputs, reference, naming.top1)
 
 
 # ---------------------------------------------- torch.export (or TorchScript)
 def _export_program(
-    model: nn.Module, example: torch.Tensor, run_dir: Path, inputs: torch.Tensor, reference: np.ndarray
+    model: nn.Module, example: torch.Tensor, run_dir: Path, inputs: torch.Tensor, reference: np.ndarray,
+    naming: ExportNaming,
 ) -> tuple[ExportArtifact, ParityCheck]:
     artifact = ExportArtifact(format="torchscript")
+    pt2_file, ts_file = f"{naming.stem}.pt2", f"{naming.stem}.ts"
     try:
-        _save_pt2(model, example, run_dir / PT2_FILE, artifact)
+        _save_pt2(model, example, run_dir / pt2_file, artifact)
     except Exception as exc:  # noqa: BLE001 - fall back to a traced TorchScript module
         artifact.notes.append(f"torch.export failed ({_error(exc)}); traced with torch.jit.trace")
-        (run_dir / PT2_FILE).unlink(missing_ok=True)
+        (run_dir / pt2_file).unlink(missing_ok=True)
         try:
-            _save_ts(model, example, run_dir / TS_FILE, artifact)
+            _save_ts(model, example, run_dir / ts_file, artifact)
         except Exception as exc2:  # noqa: BLE001 - recorded, never raised past the report
             artifact.error = _error(exc2)
     if artifact.error is not None or artifact.path is None:
-        return artifact, ParityCheck(runtime="torch.export", error="no artifact to compare")
+        return artifact, ParityCheck(runtime="torch.export", error="no artifact to compare",
+                                     top1_applicable=naming.top1)
 
     runtime = "torch.export" if artifact.kind == "torch.export" else "torchscript"
     path = run_dir / artifact.path
@@ -249,7 +290,7 @@ def _export_program(
         with torch.no_grad():
             return loaded(batch).numpy()
 
-    return artifact, compare(runtime, run, inputs, reference)
+    return artifact, compare(runtime, run, inputs, reference, naming.top1)
 
 
 def _load_program(path: Path, kind: str | None) -> Callable[[torch.Tensor], torch.Tensor]:

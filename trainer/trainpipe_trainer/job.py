@@ -59,19 +59,16 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def build_parts(config: JobConfig, write_report_to: Path | None) -> TrainingParts:
-    """Datasets and model from the config (the data report is written first,
-    so it exists even when building the model fails)."""
-    from trainpipe_trainer.data import build_datasets
-    from trainpipe_trainer.models import ModelBuildRequest, build_model
+    """The task, its datasets and model from the config (the data report is
+    written first, so it exists even when building the model fails)."""
+    from trainpipe_trainer.tasks import resolve_task
 
-    bundle = build_datasets(config.data, config.seed)
-    if write_report_to is not None:
-        bundle.report.write(write_report_to)
-    request = ModelBuildRequest(
-        num_classes=len(bundle.classes), image_size=config.data.image_size, dropout=config.train.dropout
-    )
-    model = build_model(config.model.name, request, pretrained=config.model.pretrained)
-    return TrainingParts(model=model, train_set=bundle.train, val_set=bundle.val, classes=bundle.classes)
+    task = resolve_task(config)
+    data = task.build_data()
+    if write_report_to is not None and data.report is not None:
+        data.report.write(write_report_to)
+    model = task.build_model(data)
+    return TrainingParts(model=model, train_set=data.train, val_set=data.val, task=task)
 
 
 def run_job(
@@ -153,7 +150,8 @@ def run_job(
             from trainpipe_trainer.engine.curves import save_learning_curves
 
             try:
-                save_learning_curves(evidence.epochs, run_dir / "learning_curves.png")
+                panel = engine.task.curves_panel if engine is not None else None
+                save_learning_curves(evidence.epochs, run_dir / "learning_curves.png", panel)
             except Exception:  # noqa: BLE001 - a plot never fails a finished job
                 log.warning("learning_curves.png not written", exc_info=True)
     return evidence
@@ -212,12 +210,14 @@ def _evidence(
     periodic = sorted(p.name for p in ckpt_dir.glob("checkpoint_epoch_*.pt")) if ckpt_dir.exists() else []
     gpu_mean = monitor.summary().get("util_mean") if monitor is not None else None
     best = min(history, key=lambda r: r.val_loss, default=None)
+    val_accs = [a for a in (r.metric("val_acc") for r in history) if a is not None]
     log_text = (run_dir / "logs" / "training.log")
     environment = {}
     if (run_dir / "environment.json").exists():
         environment = json.loads((run_dir / "environment.json").read_text(encoding="utf-8"))
     return Evidence(
         job_name=config.name,
+        task=config.task,
         config_hash=config.config_hash(),
         status=status,
         completed=status in ("completed", "early_stopped"),
@@ -227,7 +227,7 @@ def _evidence(
         initial_train_loss=history[0].train_loss if history else None,
         final_train_loss=history[-1].train_loss if history else None,
         best_val_loss=best.val_loss if best else None,
-        best_val_acc=max((r.val_acc for r in history), default=None),
+        best_val_acc=max(val_accs, default=None),
         best_epoch=best.num if best else None,
         skipped_steps_total=engine.guard.total if engine else 0,
         resumed_from_epoch=engine.resumed_from[0] if engine and engine.resumed_from else None,
@@ -244,6 +244,7 @@ def _evidence(
         ),
         gpu_util_mean=gpu_mean,
         gpus=gpus or [],
+        previews=engine.progress.previews if engine else [],
         world_size=ctx.world_size,
         log_path=str(log_text.relative_to(run_dir)),
         exception=exc_info,

@@ -84,7 +84,7 @@ def gpu_problem(config: JobConfig, cuda_available: bool) -> str | None:
     )
 
 
-def one_batch(config: JobConfig, dataset: Any, shuffle: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def one_batch(config: JobConfig, dataset: Any, shuffle: bool) -> Any:
     """The first batch of a DataLoader built with the job's loader settings."""
     from trainpipe_trainer.data import EpochSampler
 
@@ -98,8 +98,7 @@ def one_batch(config: JobConfig, dataset: Any, shuffle: bool) -> tuple[torch.Ten
         num_workers=workers,
         generator=generator,
     )
-    inputs, targets = next(iter(loader))
-    return inputs, targets
+    return next(iter(loader))
 
 
 def _error(exc: BaseException) -> str:
@@ -157,10 +156,9 @@ def _summary(report: PreflightReport) -> str:
 
 
 def _preflight(config: JobConfig, report: PreflightReport, log: logging.Logger) -> None:
-    from trainpipe_trainer.data import build_datasets
     from trainpipe_trainer.engine.environment import write_environment
     from trainpipe_trainer.job import seed_everything
-    from trainpipe_trainer.models import ModelBuildRequest, build_model
+    from trainpipe_trainer.tasks import resolve_task
 
     run_dir = Path(config.run_dir)
     seed_everything(config.seed, config.deterministic)
@@ -168,21 +166,25 @@ def _preflight(config: JobConfig, report: PreflightReport, log: logging.Logger) 
         run_dir / "environment.json",
         {"python": config.seed, "numpy": config.seed, "torch": config.seed, "rank_offset": 0},
     )
-    log.info("Preflight of %s: data %s, model %s", config.name, config.data.source, config.model.name)
-    bundle = build_datasets(config.data, config.seed)
-    bundle.report.write(run_dir / "data_report.json")
-    num_classes = len(bundle.classes)
-    report.num_classes = num_classes
-    log.info("Data: %d classes, %s samples (train/val/test)", num_classes,
-             "/".join(str(len(ds)) for ds in (bundle.train, bundle.val, bundle.test)))
+    log.info("Preflight of %s: task %s, data %s, model %s", config.name, config.task, config.data.source,
+             config.model.name)
+    task = resolve_task(config)
+    data = task.build_data()
+    if data.report is not None:
+        data.report.write(run_dir / "data_report.json")
+    classes = data.info.get("classes")
+    report.num_classes = len(classes) if classes is not None else None
+    log.info("Data: %s%s samples (train/val/test)",
+             f"{len(classes)} classes, " if classes is not None else "",
+             "/".join(str(len(ds)) for ds in (data.train, data.val, data.test)))  # type: ignore[arg-type]
 
-    batches: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    batches: dict[str, Any] = {}
     fractions = config.data.split.model_dump()
-    labels_ok = True
-    for split, dataset in zip(SPLITS, (bundle.train, bundle.val, bundle.test), strict=True):
-        check = SplitBatchCheck(ok=False, samples=len(dataset))
+    batches_ok = True
+    for split, dataset in zip(SPLITS, (data.train, data.val, data.test), strict=True):
+        check = SplitBatchCheck(ok=False, samples=len(dataset))  # type: ignore[arg-type]
         report.splits[split] = check
-        if len(dataset) == 0:
+        if len(dataset) == 0:  # type: ignore[arg-type]
             if split != "train" and fractions[split] == 0:
                 check.ok, check.skipped = True, True
                 log.info("%s: empty (data.split.%s is 0), skipped", split, split)
@@ -191,48 +193,57 @@ def _preflight(config: JobConfig, report: PreflightReport, log: logging.Logger) 
                 log.error("%s: %s", split, check.error)
             continue
         try:
-            inputs, targets = one_batch(config, dataset, shuffle=(split == "train"))
+            batch = one_batch(config, dataset, shuffle=(split == "train"))
         except Exception as exc:  # noqa: BLE001 - one split's failure is that split's result
             check.error = _error(exc)
             log.error("%s: no batch: %s", split, check.error)
             continue
+        inputs = _first_tensor(batch)
         check.batch_shape = list(inputs.shape)
-        in_range = bool(((targets >= 0) & (targets < num_classes)).all())
-        labels_ok = labels_ok and in_range
-        check.ok = in_range
-        if not in_range:
-            check.error = (
-                f"labels outside [0, {num_classes}): {sorted(set(targets.tolist()) - set(range(num_classes)))}"
-            )
-        batches[split] = (inputs, targets)
-        log.info("%s: batch %s %s, labels %s", split, list(inputs.shape), inputs.dtype,
-                 "in range" if in_range else "OUT OF RANGE")
-    report.labels_in_range = labels_ok and bool(batches)
+        problem = task.check_batch(batch)
+        batches_ok = batches_ok and problem is None
+        check.ok = problem is None
+        check.error = problem
+        batches[split] = batch
+        log.info("%s: batch %s %s, %s", split, list(inputs.shape), inputs.dtype,
+                 "labels in range" if problem is None else f"BAD BATCH: {problem}")
+    report.labels_in_range = batches_ok and bool(batches)
 
     if "train" not in batches:
         return
-    inputs, targets = batches["train"]
+    batch = batches["train"]
+    inputs = _first_tensor(batch)
     report.batch_shape = list(inputs.shape)
     report.batch_dtype = str(inputs.dtype).removeprefix("torch.")
-    request = ModelBuildRequest(
-        num_classes=num_classes, image_size=config.data.image_size, dropout=config.train.dropout
-    )
-    model = build_model(config.model.name, request, pretrained=config.model.pretrained)
-    _forward_backward(model, inputs, targets, job_device(config), report, log)
+    model = task.build_model(data)
+    _forward_backward(task, model, batch, job_device(config), report, log)
+
+
+def _first_tensor(batch: Any) -> torch.Tensor:
+    """A batch's inputs: the tensor itself, or the first element of a tuple/list."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    if isinstance(batch, dict):
+        return next(v for v in batch.values() if isinstance(v, torch.Tensor))
+    raise TypeError(f"a batch of {type(batch).__name__}: expected a tensor, or a tuple/list/dict of tensors")
 
 
 def _forward_backward(
+    task: Any,
     model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
+    batch: Any,
     device: torch.device,
     report: PreflightReport,
     log: logging.Logger,
 ) -> None:
+    from trainpipe_trainer.tasks.base import batch_to
+
     model.to(device).train()
+    task.setup(device)
     model.zero_grad(set_to_none=True)
-    logits = model(inputs.to(device))
-    loss = nn.functional.cross_entropy(logits.float(), targets.to(device))
+    loss = task.training_step(model, batch_to(batch, device), 0.0).loss
     value = float(loss.detach())
     report.loss_finite = math.isfinite(value)
     report.loss = value if report.loss_finite else None

@@ -18,14 +18,17 @@ from pydantic import ValidationError
 
 from trainpipe_operator import tenancy
 from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_operator.tasks import BUILTIN, custom_catalog
 from trainpipe_trainer.contract.validation_errors import format_validation_error
 
 Rule = Callable[[dict[str, Any], str, Any], list[str]]
 
-# The metrics each task's training produces (the trainer's evidence): a
-# target must name one of them. A new task adds its row here.
+# The metrics a target may name, per task: a built-in task's from its catalog
+# (trainpipe_operator.tasks); a custom task's are the ones its spec declares
+# (customTask.metrics), so its row is empty here. A new task adds its catalog.
 TASK_METRICS: Mapping[str, tuple[str, ...]] = {
-    "classification": ("val_acc", "val_loss", "test_acc"),
+    **{task: catalog.targetable() for task, catalog in BUILTIN.items()},
+    "custom": (),
 }
 OPERATOR_RUNTIMES = ("ray", "rayjob")
 
@@ -51,12 +54,20 @@ def cross_field(spec: dict[str, Any], namespace: str, settings: Any) -> list[str
 
 
 def target_metric_of_task(spec: dict[str, Any], namespace: str, settings: Any) -> list[str]:
+    """A target names a metric its task reports (a custom task: one it
+    declares); none named is the task's primary metric."""
     task = _get(spec, "task", default="classification")
-    metric = _get(spec, "target", "metric", default="val_acc")
-    produced = TASK_METRICS.get(task)
+    metric = _get(spec, "target", "metric")
+    if task == "custom":
+        try:
+            produced: tuple[str, ...] | None = custom_catalog(_get(spec, "customTask", "metrics") or []).targetable()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return []  # a missing or malformed customTask: cross_field names it
+    else:
+        produced = TASK_METRICS.get(task)
     if produced is None:
         return [f"spec.task: {task!r} is not a task trainpipe runs; allowed: {', '.join(TASK_METRICS)}"]
-    if metric not in produced:
+    if metric is not None and metric not in produced:
         return [f"spec.target.metric: {metric!r} is not produced by task {task!r}; allowed: {', '.join(produced)}"]
     return []
 

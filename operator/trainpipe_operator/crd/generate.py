@@ -52,9 +52,17 @@ What the schema cannot say, and where it is enforced instead:
   Failed with the message.
 
 The Gate printer column is ``.status.lastGate``: the last gate evaluated
-and its result (``baseline: passed``), written with every gate. The last
-decision's reason (``.status.message``) is the Message column, shown with
-``-o wide``.
+and its result (``baseline: passed``), written with every gate. The target
+is shown by name, whatever the task: TargetMetric (``.status.metrics.
+targetMetric``: val_acc, the VAE's val_recon, a custom task's), Metric (its
+best value so far) and Target (``.spec.target.value``). The last decision's
+reason (``.status.message``) is the Message column, shown with ``-o wide``.
+
+``spec.model.name``, ``spec.data.augment`` and ``spec.target.metric`` are
+plain strings here: which names are valid depends on ``spec.task`` (its
+catalog), a rule across fields the models check; so is ``spec.data.source``
+being required (the schema cannot require it and still default ``spec`` to
+``{}``; the models refuse it missing, naming the field).
 """
 
 from __future__ import annotations
@@ -85,6 +93,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
      "description": "the pipeline's phase"},
     {"name": "Gate", "type": "string", "jsonPath": ".status.lastGate",
      "description": "the last gate evaluated and its result (e.g. baseline: passed)"},
+    {"name": "TargetMetric", "type": "string", "jsonPath": ".status.metrics.targetMetric",
+     "description": "the target's metric, by name (val_acc, val_recon, a custom task's)"},
     {"name": "Metric", "type": "number", "jsonPath": ".status.metrics.bestTargetMetric",
      "description": "the best value of the target metric so far"},
     {"name": "Target", "type": "number", "jsonPath": ".spec.target.value",
@@ -292,7 +302,8 @@ HEADER = f"""\
 #
 # The API server prunes unknown fields, and cannot check rules across fields
 # (the split sums to 1, gpuUtilWarn <= gpuUtilMin, an accuracy target <= 1,
-# a positive maxDuration). `trainpipe validate` and the operator check the
+# a positive maxDuration, a model, augmentation or target metric of the
+# task, data.source given). `trainpipe validate` and the operator check the
 # whole object with the models and reject both (the operator sets Failed,
 # naming the field). See operator/trainpipe_operator/crd/generate.py.
 #

@@ -73,7 +73,9 @@ def apply_recommendations(
 
 
 def _why_not(current: TrainSettings, change: ConfigChange, changed_by: dict[str, str]) -> str | None:
-    if change.path not in PATHS:
+    if change.path not in current.paths():
+        if change.path in PATHS:
+            return f"{change.path} is not read by task {current.task}"
         return f"unknown config path {change.path!r}"
     if change.path in changed_by:
         return f"{change.path} already changed by {changed_by[change.path]}"

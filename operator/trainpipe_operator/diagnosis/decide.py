@@ -34,7 +34,8 @@ After an Optimization iteration (``history[-1]`` is the one just finished):
 4. improved but short of the target -> ``iterate`` while
    ``iteration < optimization.maxIterations``, else ``finalize`` with the best.
 
-"Better" follows the target metric's direction (lower for val_loss).
+"Better" follows the target metric's direction, from the task's catalog
+(lower for a loss: val_loss, the VAE's val_recon).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from trainpipe_operator.diagnosis.direction import (
     finite,
     improvement,
     is_better,
-    lower_is_better,
+    relative,
     room,
     target_met,
     tracked_metric,
@@ -55,6 +56,7 @@ from trainpipe_operator.diagnosis.direction import (
 from trainpipe_operator.diagnosis.issues import Diagnosis
 from trainpipe_operator.diagnosis.recommendations import Recommendation
 from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_operator.tasks import Metric
 
 CLEAR_PATH_GAIN = 0.05
 NEAR_OPTIMAL_GAIN = 0.03
@@ -79,11 +81,12 @@ class IterationResult:
 
 
 def expected_gain(diagnosis: Diagnosis, recommendations: Sequence[Recommendation]) -> tuple[float, float]:
-    """(absolute gain in metric units, the same as a fraction for the 5%/3% bars)."""
+    """(absolute gain in metric units, the same as a fraction for the 5%/3% bars:
+    absolute for a fraction, relative to the current value otherwise)."""
     actionable = [r for r in recommendations if r.changes]
-    cap = room(diagnosis.metric_value, diagnosis.metric, diagnosis.measurements.train_loss)
+    cap = room(diagnosis.metric_value, diagnosis.target, diagnosis.measurements.train_loss)
     total = min(sum(r.expected_gain for r in actionable), cap)
-    if diagnosis.lower_is_better:
+    if relative(diagnosis.target):
         value = diagnosis.metric_value
         scale = value if finite(value) and value > 0 else 1.0
         return total, total / scale
@@ -109,11 +112,12 @@ def decide_after_diagnostics(
             f"no automatic change can fix {diagnosis.primary_issue} ({diagnosis.summary}); "
             f"a person must act ({titles}), then rerun Baseline"
         )
-    metric, value, target = diagnosis.metric, diagnosis.metric_value, diagnosis.target_value
+    metric, value, target = diagnosis.target, diagnosis.metric_value, diagnosis.target_value
     if target_met(value, target, metric):
-        return "finalize", f"{metric} {value:.4f} already meets the target {target:g}"
+        return "finalize", f"{metric.name} {value:.4f} already meets the target {target:g}"
     total, fraction = expected_gain(diagnosis, recommendations)
-    unit = " (relative to the current loss)" if diagnosis.lower_is_better else ""
+    unit = (" (relative to the current loss)" if diagnosis.lower_is_better
+            else " (relative to the current value)" if relative(metric) else "")
     what = f"expected gain {fraction:.1%}{unit} from {len(actionable)} recommendation(s)"
     if fraction > CLEAR_PATH_GAIN:
         return "optimize", f"clear path: {what} > {CLEAR_PATH_GAIN:.0%}"
@@ -127,7 +131,7 @@ def decide_after_diagnostics(
 
 def best_result(history: Sequence[IterationResult], spec: PipelineSpec) -> tuple[int, float | None]:
     """(iteration, value) of the best result so far; iteration 0 is the baseline."""
-    metric = tracked_metric(spec.target.metric)
+    metric = tracked_metric(spec)
     best_i, best_v = 0, history[0].baseline_value if history else None
     for r in history:
         if is_better(r.metric_value, best_v, metric):
@@ -140,22 +144,23 @@ def decide_after_optimization(
 ) -> tuple[AfterOptimization, str]:
     if not history:
         raise ValueError("decide_after_optimization needs at least one iteration")
-    metric = tracked_metric(spec.target.metric)
+    metric = tracked_metric(spec)
+    name = metric.name
     target = spec.target.value
     limit = spec.optimization.max_iterations
     min_gain = spec.optimization.min_improvement
     current = history[-1]
     best_i, best_v = best_result(history, spec)
     best = "the baseline" if best_i == 0 else f"iteration {best_i}"
-    best_text = f"accept the best, {best} ({metric} {_fmt(best_v)})"
+    best_text = f"accept the best, {best} ({name} {_fmt(best_v)})"
     if target_met(current.metric_value, target, metric):
-        return "finalize", f"target met: {metric} {_fmt(current.metric_value)} {_cmp(metric)} {target:g}"
+        return "finalize", f"target met: {name} {_fmt(current.metric_value)} {metric.relation} {target:g}"
     gain = _gain(current, metric)
     exhausted = current.iteration >= limit
     if gain <= 0:
         versus = "previous iteration" if current.previous_value is not None else "baseline"
         what = (
-            f"no improvement: {metric} {_fmt(current.metric_value)} vs {_fmt(_previous(current))} "
+            f"no improvement: {name} {_fmt(current.metric_value)} vs {_fmt(_previous(current))} "
             f"({versus})"
         )
         if exhausted:
@@ -176,12 +181,8 @@ def _previous(result: IterationResult) -> float | None:
     return result.previous_value if result.previous_value is not None else result.baseline_value
 
 
-def _gain(result: IterationResult, metric: str) -> float:
+def _gain(result: IterationResult, metric: Metric) -> float:
     return improvement(result.metric_value, _previous(result), metric)
-
-
-def _cmp(metric: str) -> str:
-    return "<=" if lower_is_better(metric) else ">="
 
 
 def _fmt(value: float | None) -> str:

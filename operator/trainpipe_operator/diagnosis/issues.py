@@ -29,7 +29,13 @@ Priority, highest first, and why:
 8. **resource-inefficiency** (GPU utilization under ``gates.gpuUtilMin``):
    costs time, not accuracy, so it never outranks an accuracy problem.
 
-A ``vae`` run (``evidence.task``) is diagnosed by ``diagnosis/vae.py``: the
+Every figure is read by name through the task's catalog (``spec.task``): the
+target's metric and its direction, its train counterpart. The accuracy rules
+(leakage at val acc >= 0.999, val acc unstable, the train-val accuracy gap)
+run for classification only; other tasks' overfitting is the relative
+train-val loss gap over ``OVERFIT_LOSS_GAP`` (seed 004).
+
+A ``vae`` pipeline (``spec.task``) is diagnosed by ``diagnosis/vae.py``: the
 same priorities, with **posterior-collapse** between the strong data-quality
 signals and convergence-stall (a collapsed posterior makes every later
 reading about the latent code meaningless, and its fix differs from a stall's).
@@ -46,13 +52,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trainpipe_operator.diagnosis.direction import (
     finite,
-    lower_is_better,
     metric_from_evidence,
     target_met,
-    tracked_metric,
 )
-from trainpipe_operator.gates.thresholds import LEAKAGE_VAL_ACC, NO_LEARNING_DECREASE
+from trainpipe_operator.gates.thresholds import (
+    LEAKAGE_VAL_ACC,
+    NO_LEARNING_DECREASE,
+    OVERFIT_LOSS_GAP,
+)
 from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_operator.tasks import Metric, TaskCatalog, catalog_for
 from trainpipe_trainer.contract.data_report import DataReport
 from trainpipe_trainer.contract.evidence import Evidence
 
@@ -145,16 +154,20 @@ class Measurements(_Model):
     loss_decrease: float | None = Field(default=None, description="(initial - final) / initial train loss")
     gpu_util: float | None = None
     val_still_improving: bool = Field(default=False, description="the best epoch is one of the last two")
+    loss_gap: float | None = Field(default=None, description="(val_loss - train_loss) / train_loss at the last epoch")
+    val_metric: float | None = Field(default=None, description="the tracked target metric at the last epoch")
+    train_metric: float | None = Field(
+        default=None, description="its train counterpart at the last epoch (train_loss for val_loss, ...)"
+    )
     # the vae task's, at the last epoch (None for other tasks)
     val_kl: float | None = Field(default=None, description="nats per sample, before beta and free bits")
     val_recon: float | None = None
-    loss_gap: float | None = Field(default=None, description="(val_loss - train_loss) / train_loss")
     active_units: float | None = None
     kl_weight: float | None = None
 
 
 class Diagnosis(_Model):
-    task: str = Field(default="classification", description="the evidence's task: it picks the remedies")
+    task: str = Field(default="classification", description="the pipeline's task: it picks the remedies")
     primary_issue: IssueKind
     summary: str = Field(description="one line: the primary issue and why")
     why: str = Field(default="", description="the deciding signal's message")
@@ -166,9 +179,20 @@ class Diagnosis(_Model):
     last_error: str | None = Field(default=None, description="the training log's last error line, quoted")
     metric: str = Field(description="the tracked target metric (val_acc for a test_acc target)")
     lower_is_better: bool = False
+    metric_kind: str | None = Field(
+        default=None, description="the metric's kind (fraction, loss, ...); None: loss when lower is better, else fraction"
+    )
     metric_value: float | None = None
     target_value: float
     measurements: Measurements = Field(default_factory=Measurements)
+
+    @property
+    def target(self) -> Metric:
+        """The tracked metric, with its direction and kind."""
+        kind = self.metric_kind or ("loss" if self.lower_is_better else "fraction")
+        split = "test" if self.metric.startswith("test_") else "val"
+        return Metric(self.metric, "min" if self.lower_is_better else "max", kind,  # type: ignore[arg-type]
+                      self.metric, split)  # type: ignore[arg-type]
 
     def signals_for(self, issue: IssueKind) -> list[Signal]:
         return [s for s in self.signals if s.issue == issue]
@@ -195,22 +219,23 @@ def diagnose(
     (``logs/training.log``, else the job's output): a crash quotes its last
     error line. A ``vae`` run goes to ``diagnosis.vae.diagnose_vae``.
     """
-    if evidence.task == "vae":
+    catalog = catalog_for(spec)
+    if catalog.task == "vae":
         from trainpipe_operator.diagnosis.vae import diagnose_vae  # here: it imports this module
 
         return diagnose_vae(evidence, spec, gpu_util, data_report, log_text)
-    metric = tracked_metric(spec.target.metric)
+    metric = catalog.tracked(spec.target.metric or catalog.primary)
     m = _measure(evidence, metric, gpu_util)
     metric_value = metric_from_evidence(evidence, metric)
     signals: list[Signal] = []
     last_error = last_error_line(log_text)
     crash, infra = _crash(evidence, signals, last_error)
     _nan_rules(evidence, signals)
-    _data_rules(evidence, m, data_report, signals)
+    _data_rules(evidence, m, data_report, signals, catalog)
     _stall_rules(m, signals)
-    _fit_rules(evidence, m, spec, metric, metric_value, signals)
+    _fit_rules(evidence, m, spec, metric, metric_value, signals, catalog)
     _resource_rule(m, spec, signals)
-    return conclude(evidence, spec, signals, m, metric, metric_value, crash, infra, last_error)
+    return conclude(evidence, spec, signals, m, metric, metric_value, crash, infra, last_error, catalog.task)
 
 
 def _resource_rule(m: Measurements, spec: PipelineSpec, signals: list[Signal]) -> None:
@@ -227,24 +252,24 @@ def conclude(
     spec: PipelineSpec,
     signals: list[Signal],
     m: Measurements,
-    metric: str,
+    metric: Metric,
     metric_value: float | None,
     crash: str | None,
     infra: bool,
     last_error: str | None,
-    *,
-    lower: bool | None = None,
+    task: str,
 ) -> Diagnosis:
     """The diagnosis from the signals that fired: the primary issue by rank
     (rule order breaks ties), the others secondary; no signal at all is
-    treated as underfitting. ``lower`` overrides the metric's direction."""
+    treated as underfitting. ``metric`` is the tracked target metric, with
+    the direction and kind the task's catalog gives it."""
     if not signals:
         met = target_met(metric_value, spec.target.value, metric)
         signals.append(Signal(
             issue="underfitting", signal="no-rule-fired", value=_round(metric_value),
             threshold=spec.target.value,
             message=(
-                f"no rule fired; {metric} {_fmt(metric_value)} "
+                f"no rule fired; {metric.name} {_fmt(metric_value)} "
                 + ("meets" if met else "misses")
                 + f" the target {spec.target.value:g}: the remaining shortfall is treated as underfitting"
             ),
@@ -259,7 +284,7 @@ def conclude(
         f"infrastructure broken: {primary.message}" if infra else f"{primary.issue}: {primary.message}"
     )
     return Diagnosis(
-        task=evidence.task,
+        task=task,
         primary_issue=primary.issue,
         summary=summary,
         why=primary.message,
@@ -269,8 +294,9 @@ def conclude(
         run_failed=evidence.status == "failed",
         crash=crash,
         last_error=last_error if crash else None,
-        metric=metric,
-        lower_is_better=lower_is_better(metric) if lower is None else lower,
+        metric=metric.name,
+        lower_is_better=metric.lower_is_better,
+        metric_kind=metric.kind,
         metric_value=metric_value,
         target_value=spec.target.value,
         measurements=m,
@@ -280,7 +306,12 @@ def conclude(
 # -- measurements -------------------------------------------------------------
 
 
-def _measure(evidence: Evidence, metric: str, gpu_util: float | None) -> Measurements:
+def _train_counterpart(name: str) -> str:
+    """``val_acc`` -> ``train_acc``, ``val_recon`` -> ``train_recon``."""
+    return "train_" + name.removeprefix("val_")
+
+
+def _measure(evidence: Evidence, metric: Metric, gpu_util: float | None) -> Measurements:
     epochs = evidence.epochs
     last = epochs[-1] if epochs else None
     initial = evidence.initial_train_loss if finite(evidence.initial_train_loss) else (
@@ -296,12 +327,15 @@ def _measure(evidence: Evidence, metric: str, gpu_util: float | None) -> Measure
     val_losses = [e.val_loss for e in epochs if finite(e.val_loss)]
     improving = False
     if len(epochs) >= 2:
-        series = [e.val_loss if lower_is_better(metric) else e.val_acc for e in epochs]
+        series = [e.metric(metric.name) for e in epochs]
         usable = [(i, v) for i, v in enumerate(series) if finite(v)]
         if usable:
-            pick = min if lower_is_better(metric) else max
+            pick = min if metric.lower_is_better else max
             best_index = pick(usable, key=lambda iv: iv[1])[0]
             improving = best_index >= len(epochs) - 2
+    # val_loss's counterpart is the run's final train loss (as the trainer recorded it)
+    train_metric = final if metric.name == "val_loss" else (
+        last.metric(_train_counterpart(metric.name)) if last else None)
     util = gpu_util if gpu_util is not None else evidence.gpu_util_mean
     return Measurements(
         epochs=len(epochs),
@@ -314,6 +348,9 @@ def _measure(evidence: Evidence, metric: str, gpu_util: float | None) -> Measure
         loss_decrease=decrease,
         gpu_util=util if finite(util) else None,
         val_still_improving=improving,
+        loss_gap=last.loss_gap if last and finite(last.loss_gap) else None,
+        val_metric=last.metric(metric.name) if last else None,
+        train_metric=train_metric if finite(train_metric) else None,
     )
 
 
@@ -417,9 +454,10 @@ def _nan_rules(evidence: Evidence, signals: list[Signal]) -> None:
 
 
 def _data_rules(
-    evidence: Evidence, m: Measurements, report: DataReport | None, signals: list[Signal]
+    evidence: Evidence, m: Measurements, report: DataReport | None, signals: list[Signal], catalog: TaskCatalog
 ) -> None:
-    if m.best_val_acc is not None and m.best_val_acc >= LEAK_VAL_ACC:
+    classification = catalog.task == "classification"
+    if classification and m.best_val_acc is not None and m.best_val_acc >= LEAK_VAL_ACC:
         # The Planning gate compared every sample's content hash across the
         # splits: when it found none shared, a perfect score is an easy task,
         # not proven leakage, and stays a weak signal.
@@ -449,7 +487,7 @@ def _data_rules(
                 issue="data-quality", signal="non-finite-samples", value=n, threshold=0,
                 message=f"{n} sample(s) hold NaN/Inf values",
             ))
-    std = _val_acc_instability(evidence)
+    std = _val_acc_instability(evidence) if classification else None
     if std is not None and std > VAL_ACC_STD_MAX:
         signals.append(Signal(
             issue="data-quality", signal="val-acc-unstable", value=round(std, 4), threshold=VAL_ACC_STD_MAX,
@@ -459,7 +497,7 @@ def _data_rules(
 
 def _val_acc_instability(evidence: Evidence) -> float | None:
     """Std of val acc around its linear trend over the second half of training."""
-    values = [e.val_acc for e in evidence.epochs if math.isfinite(e.val_acc)]
+    values = [e.val_acc for e in evidence.epochs if finite(e.val_acc)]
     n = len(values)
     if n < 4:
         return None
@@ -483,16 +521,23 @@ def _fit_rules(
     evidence: Evidence,
     m: Measurements,
     spec: PipelineSpec,
-    metric: str,
+    metric: Metric,
     metric_value: float | None,
     signals: list[Signal],
+    catalog: TaskCatalog,
 ) -> None:
+    classification = catalog.task == "classification"
     gap_max = spec.gates.overfit_gap
     target = spec.target.value
-    if m.acc_gap is not None and m.acc_gap > gap_max:
+    if classification and m.acc_gap is not None and m.acc_gap > gap_max:
         signals.append(Signal(
             issue="overfitting", signal="acc-gap", value=round(m.acc_gap, 4), threshold=gap_max,
             message=f"train-val accuracy gap {m.acc_gap:.3f} > {gap_max:g}",
+        ))
+    if not classification and m.loss_gap is not None and m.loss_gap > OVERFIT_LOSS_GAP:
+        signals.append(Signal(
+            issue="overfitting", signal="loss-gap", value=round(m.loss_gap, 4), threshold=OVERFIT_LOSS_GAP,
+            message=f"val loss exceeds train loss by {m.loss_gap:.0%} (> {OVERFIT_LOSS_GAP:.0%}) at the last epoch",
         ))
     rise = _val_loss_rise(evidence)
     if rise is not None and rise > VAL_RISE_MIN:
@@ -502,24 +547,30 @@ def _fit_rules(
                 f"val loss rose {rise:.1%} over the last {TREND_WINDOW} epochs while train loss fell"
             ),
         ))
-    train_value = m.train_loss if lower_is_better(metric) else m.train_acc
+    train_value = m.train_metric
     if train_value is None or metric_value is None or target_met(metric_value, target, metric):
         return
-    close = m.acc_gap is None or m.acc_gap <= gap_max
+    if classification:
+        close = m.acc_gap is None or m.acc_gap <= gap_max
+        gap_text = f", gap {m.acc_gap:.3f} <= {gap_max:g}" if m.acc_gap is not None else ""
+    else:
+        close = m.loss_gap is None or m.loss_gap <= OVERFIT_LOSS_GAP
+        gap_text = f", loss gap {m.loss_gap:.0%} <= {OVERFIT_LOSS_GAP:.0%}" if m.loss_gap is not None else ""
+    train_name = {"val_loss": "loss", "val_acc": "accuracy"}.get(metric.name, _train_counterpart(metric.name))
     if target_met(train_value, target, metric):
         signals.append(Signal(
             issue="overfitting", signal="train-meets-target", value=round(train_value, 4), threshold=target,
             message=(
-                f"train {'loss' if lower_is_better(metric) else 'accuracy'} {train_value:.4f} meets the "
-                f"target {target:g} but {metric} {metric_value:.4f} does not"
+                f"train {train_name} {train_value:.4f} meets the "
+                f"target {target:g} but {metric.name} {metric_value:.4f} does not"
             ),
         ))
     elif close:
         signals.append(Signal(
             issue="underfitting", signal="both-below-target", value=round(metric_value, 4), threshold=target,
             message=(
-                f"train {train_value:.4f} and {metric} {metric_value:.4f} both miss the target {target:g}"
-                + (f", gap {m.acc_gap:.3f} <= {gap_max:g}" if m.acc_gap is not None else "")
+                f"train {train_value:.4f} and {metric.name} {metric_value:.4f} both miss the target {target:g}"
+                + gap_text
             ),
         ))
 

@@ -6,9 +6,10 @@ units of the target metric (accuracy points as a fraction, or loss; always
 positive = better), of what it could win. The estimate is a fixed share of
 the quantity its issue can recover, measured on the run:
 
-* overfitting: the train-val gap (accuracy gap; loss gap for a val_loss target)
+* overfitting: the train-val gap in the target metric (accuracy gap; loss gap
+  for a loss target)
 * underfitting: the shortfall to the target
-* nan-loss, convergence-stall: the room left (1 - val acc, or the val loss)
+* nan-loss, convergence-stall: the room left (1 - a fraction, or the loss itself)
 * resource-inefficiency: 0 (it buys time, not accuracy)
 * data-quality: 0 (fixing a leak lowers the measured metric)
 * crash: 0 (the run must first finish)
@@ -20,6 +21,10 @@ Only the primary issue's remedies are proposed, plus one for a secondary
 resource-inefficiency (orthogonal to accuracy): the other secondaries' remedies
 pull the other way (more capacity vs more regularization), so they are only
 listed in the report.
+
+Models and augmentations are the task's (its catalog: a larger or smaller
+model along its ladder, its own augmentations); a custom task's are its own
+business, so no recommendation changes them.
 
 Data-quality problems (leakage, corrupt samples) and a crash have no safe
 automatic change: those recommendations have ``changes=[]`` and
@@ -34,15 +39,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainpipe_operator.diagnosis.direction import room, shortfall
+from trainpipe_operator.diagnosis.direction import finite, room, shortfall
 from trainpipe_operator.diagnosis.issues import Diagnosis, IssueKind
 from trainpipe_operator.diagnosis.settings import (
     LR_MAX,
     LR_MIN,
-    MODEL_LADDER,
     TrainSettings,
 )
 from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_operator.tasks import TaskCatalog, catalog_for
 
 Impact = Literal["high", "medium", "low"]
 Effort = Literal["low", "medium", "high"]
@@ -52,6 +57,14 @@ MIN_RECOMMENDATIONS = 3
 MAX_RECOMMENDATIONS = 5
 WEIGHT_DECAY_CAP = 0.5
 OVERFIT_AUGMENTATIONS = ("hflip", "crop", "rotation")
+# Per task: the augmentations added first against overfitting, then the one
+# tried when those are all on, and why.
+OVERFIT_AUGMENT: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "classification": (OVERFIT_AUGMENTATIONS, "colorjitter",
+                       " Drop hflip/rotation where orientation carries the label (digits, text)."),
+    "vae": (("gain", "shift", "noise"), "mask",
+            " Gain and time shifts keep the timbre; noise and masking make the decoder fill gaps."),
+}
 
 __all__ = [
     "ConfigChange",
@@ -149,15 +162,13 @@ class _Context:
         self.d = diagnosis
         self.s = settings
         self.spec = spec
+        self.catalog: TaskCatalog = catalog_for(spec)
         m = diagnosis.measurements
-        self.room = room(diagnosis.metric_value, diagnosis.metric, m.train_loss)
-        short = shortfall(diagnosis.metric_value, diagnosis.target_value, diagnosis.metric)
+        metric = diagnosis.target
+        self.room = room(diagnosis.metric_value, metric, m.train_loss)
+        short = shortfall(diagnosis.metric_value, diagnosis.target_value, metric)
         self.shortfall = min(short, self.room)
-        if diagnosis.lower_is_better:
-            gap = (m.best_val_loss - m.train_loss) if m.best_val_loss is not None and m.train_loss is not None else 0.0
-        else:
-            gap = m.acc_gap or 0.0
-        self.gap = min(max(gap, 0.0), self.room)
+        self.gap = min(max(_gap(diagnosis), 0.0), self.room)
 
     def gain(self, share: float, basis: float) -> float:
         return round(max(0.0, min(share * basis, self.room)), 4)
@@ -190,22 +201,27 @@ class _Context:
         )
 
 
+def _gap(d: Diagnosis) -> float:
+    """The train-val gap in the target metric's units (positive: val is worse)."""
+    m = d.measurements
+    if d.metric == "val_loss" or (d.lower_is_better and d.task == "classification"):
+        return (m.best_val_loss - m.train_loss) if m.best_val_loss is not None and m.train_loss is not None else 0.0
+    if d.metric == "val_acc":
+        return m.acc_gap or 0.0
+    if finite(m.val_metric) and finite(m.train_metric):
+        return m.val_metric - m.train_metric if d.lower_is_better else m.train_metric - m.val_metric
+    # no train counterpart reported: the relative loss gap, in the metric's units
+    if finite(m.loss_gap) and finite(d.metric_value):
+        return abs(m.loss_gap * d.metric_value)
+    return 0.0
+
+
 def _scale_lr(lr: float, factor: float) -> float:
     return _sig(min(max(lr * factor, LR_MIN), LR_MAX))
 
 
 def _sig(value: float) -> float:
     return float(f"{value:.3g}")
-
-
-def _bigger_model(name: str) -> str | None:
-    i = MODEL_LADDER.index(name) if name in MODEL_LADDER else -1
-    return MODEL_LADDER[i + 1] if 0 <= i < len(MODEL_LADDER) - 1 else None
-
-
-def _smaller_model(name: str) -> str | None:
-    i = MODEL_LADDER.index(name) if name in MODEL_LADDER else 0
-    return MODEL_LADDER[i - 1] if i > 0 else None
 
 
 def _more_warmup(s: TrainSettings) -> float:
@@ -248,7 +264,7 @@ def _nan_loss(c: _Context) -> list[Recommendation]:
 def _convergence_stall(c: _Context) -> list[Recommendation]:
     s, basis = c.s, c.room
     factor = 10.0 if s.lr < 1e-4 else 3.0
-    bigger = _bigger_model(s.model_name)
+    bigger = c.catalog.bigger_model(s.model_name)
     return _keep(
         c.rec("convergence-stall", "raise-lr",
               f"Raise the learning rate {factor:g}x ({s.lr:g} -> {_scale_lr(s.lr, factor):g})",
@@ -270,17 +286,17 @@ def _convergence_stall(c: _Context) -> list[Recommendation]:
 def _overfitting(c: _Context) -> list[Recommendation]:
     s, gap = c.s, c.gap
     wd = 0.05 if s.weight_decay == 0 else _sig(min(s.weight_decay * 10, WEIGHT_DECAY_CAP))
-    missing = [a for a in OVERFIT_AUGMENTATIONS if a not in s.augment]
-    if not missing and "colorjitter" not in s.augment:
-        missing = ["colorjitter"]
+    first, then, why = OVERFIT_AUGMENT.get(c.catalog.task, ((), "", ""))
+    missing = [a for a in first if a not in s.augment]
+    if not missing and then and then not in s.augment:
+        missing = [then]
     dropout = 0.3 if s.dropout < 0.3 else min(0.5, round(s.dropout + 0.2, 2))
     patience = min(5, s.epochs // 4) if s.patience is None and s.epochs >= 4 else None
-    smaller = _smaller_model(s.model_name) if s.model_name == "resnet50" else None
+    smaller = c.catalog.smaller_model(s.model_name) if c.catalog.is_largest_model(s.model_name) else None
     gap_text = f"train-val gap {gap:.3f}"
     return _keep(
         c.rec("overfitting", "augmentation", f"Add data augmentation ({', '.join(missing)})",
-              f"More varied training samples are the most direct cure for memorization ({gap_text}). "
-              "Drop hflip/rotation where orientation carries the label (digits, text).",
+              f"More varied training samples are the most direct cure for memorization ({gap_text})." + why,
               [("data.augment", [*s.augment, *missing])], "high", c.gain(0.35, gap), "low")
         if missing else None,
         c.rec("overfitting", "weight-decay", f"Raise weight decay ({s.weight_decay:g} -> {wd:g})",
@@ -301,7 +317,7 @@ def _overfitting(c: _Context) -> list[Recommendation]:
 
 def _underfitting(c: _Context) -> list[Recommendation]:
     s, short = c.s, c.shortfall
-    bigger = _bigger_model(s.model_name)
+    bigger = c.catalog.bigger_model(s.model_name)
     improving = c.d.measurements.val_still_improving
     epochs = min(s.epochs * 2, 100000)
     lr = _scale_lr(s.lr, 3.0)
@@ -415,7 +431,7 @@ def _crash(c: _Context) -> list[Recommendation]:
 def _crash_oom(c: _Context) -> list[Recommendation]:
     s = c.s
     batch = max(1, s.batch_size // 2)
-    smaller = _smaller_model(s.model_name) if s.model_name != "smallcnn" else None
+    smaller = c.catalog.smaller_model(s.model_name)
     return _keep(
         c.rec("resource-inefficiency", "smaller-batch", f"Halve the batch size ({s.batch_size} -> {batch})",
               "The run ran out of memory; activations scale with the batch.",

@@ -1,4 +1,8 @@
-"""``diagnostic_report.md`` (Phase 3) and ``optimization_results.md`` (Phase 4)."""
+"""``diagnostic_report.md`` (Phase 3) and ``optimization_results.md`` (Phase 4).
+
+Figures are the task's metrics by name (its catalog): a classifier's report
+shows accuracies, a VAE's its reconstruction and KL, a custom task's the
+metrics it declares."""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from typing import Any
 from trainpipe_operator.diagnosis.direction import (
     finite,
     improvement,
-    lower_is_better,
     metric_from_evidence,
     target_met,
     tracked_metric,
@@ -16,6 +19,7 @@ from trainpipe_operator.diagnosis.direction import (
 from trainpipe_operator.diagnosis.issues import Diagnosis
 from trainpipe_operator.diagnosis.recommendations import ConfigChange, Recommendation, fmt_value
 from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_operator.tasks import Metric, TaskCatalog, catalog_for
 from trainpipe_trainer.contract.evidence import Evidence
 
 
@@ -41,7 +45,7 @@ def render_diagnostic_report(
         + (f", reason: {_cell(evidence.reason)}" if evidence.reason else ""),
         f"- Target: {d.metric} {'<=' if d.lower_is_better else '>='} {d.target_value:g}; "
         f"measured {_num(d.metric_value)}",
-        _measurement_line(d),
+        _measured_line(d),
         "",
         "## Signals",
         "",
@@ -89,12 +93,13 @@ def render_optimization_results(
     skipped: Sequence[ConfigChange] = (),
 ) -> str:
     """``previous`` None: the first iteration, compared with the baseline only."""
-    metric = tracked_metric(spec.target.metric)
+    catalog = catalog_for(spec)
+    metric = tracked_metric(spec)
     target = spec.target.value
-    runs = [("baseline", _snapshot(baseline, metric))]
+    runs = [("baseline", _snapshot(baseline, metric, catalog))]
     if previous is not None:
-        runs.append((f"iteration {iteration - 1}", _snapshot(previous, metric)))
-    cur = _snapshot(current, metric)
+        runs.append((f"iteration {iteration - 1}", _snapshot(previous, metric, catalog)))
+    cur = _snapshot(current, metric, catalog)
     runs.append((f"iteration {iteration}", cur))
     base = runs[0][1]
     prev = runs[-2][1]
@@ -106,7 +111,7 @@ def render_optimization_results(
         "",
         "## Summary",
         "",
-        f"- Target: {metric} {'<=' if lower_is_better(metric) else '>='} {target:g}: "
+        f"- Target: {metric.name} {metric.relation} {target:g}: "
         + ("**met**" if target_met(cur["target"], target, metric) else "not met")
         + f" ({_num(cur['target'])})",
         f"- Versus baseline: {_delta(cur['target'], base['target'], metric)}"
@@ -118,19 +123,11 @@ def render_optimization_results(
         header,
         "|---" * (len(runs) + (3 if previous is not None else 2)) + "|",
     ]
-    rows = [
-        ("val_acc", "val_acc"),
-        ("val_loss", "val_loss"),
-        ("train_loss", "train_loss"),
-        ("gap (train-val acc)", "gap"),
-        ("epochs", "epochs"),
-        ("time (s)", "time"),
-    ]
-    for label, key in rows:
+    for label, key in _rows(catalog):
         cells = [_num(snap[key], key) for _, snap in runs]
-        row = f"| {label} | " + " | ".join(cells) + f" | {_diff(cur[key], base[key], key)} |"
+        row = f"| {label} | " + " | ".join(cells) + f" | {_diff(cur[key], base[key], key, catalog)} |"
         if previous is not None:
-            row += f" {_diff(cur[key], prev[key], key)} |"
+            row += f" {_diff(cur[key], prev[key], key, catalog)} |"
         lines.append(row)
     lines += ["", "## Applied changes", ""]
     if changes:
@@ -152,9 +149,10 @@ def render_optimization_results(
 # -- helpers ------------------------------------------------------------------
 
 
-def _measurement_line(d: Diagnosis) -> str:
+def _measured_line(d: Diagnosis) -> str:
     """The run's figures the diagnosis read: accuracy for a classifier; the
-    ELBO's parts, the loss gap and active units for a VAE."""
+    ELBO's parts, the loss gap and active units for a VAE; the target metric
+    and its train counterpart for a custom task."""
     m = d.measurements
     gpu = f"{m.gpu_util:.0f}%" if m.gpu_util is not None else "n/a"
     if d.task == "vae":
@@ -162,35 +160,52 @@ def _measurement_line(d: Diagnosis) -> str:
         return (f"- Last epoch: val_kl {_num(m.val_kl)} nats per sample, val_recon {_num(m.val_recon)}, "
                 f"KL weight {_num(m.kl_weight)}, active units {_num(m.active_units)}, loss gap {gap}; "
                 f"train loss {_num(m.train_loss)}, best val loss {_num(m.best_val_loss)}, GPU util {gpu}")
-    return (f"- Train acc {_num(m.train_acc)}, val acc {_num(m.val_acc)} (best {_num(m.best_val_acc)}), "
-            f"best val loss {_num(m.best_val_loss)}, GPU util {gpu}")
+    if d.task == "classification":
+        return (f"- Train acc {_num(m.train_acc)}, val acc {_num(m.val_acc)} (best {_num(m.best_val_acc)}), "
+                f"best val loss {_num(m.best_val_loss)}, GPU util {gpu}")
+    train = "train_" + d.metric.removeprefix("val_")
+    return (f"- {train} {_num(m.train_metric)}, {d.metric} {_num(m.val_metric)} at the last epoch "
+            f"(best {_num(d.metric_value)}), best val loss {_num(m.best_val_loss)}, "
+            f"loss gap {_num(m.loss_gap)}, GPU util {gpu}")
 
 
+def _rows(catalog: TaskCatalog) -> list[tuple[str, str]]:
+    """(label, key) of the comparison's rows: the task's validation metrics by
+    name (best per run), then the engine's figures."""
+    if catalog.task == "classification":
+        return [("val_acc", "val_acc"), ("val_loss", "val_loss"), ("train_loss", "train_loss"),
+                ("gap (train-val acc)", "gap"), ("epochs", "epochs"), ("time (s)", "time")]
+    names = [m.name for m in catalog.of_split("val")]
+    return [*((n, n) for n in names), ("train_loss", "train_loss"),
+            ("gap (val-train loss, relative)", "gap"), ("epochs", "epochs"), ("time (s)", "time")]
 
-def _snapshot(evidence: Evidence, metric: str) -> dict[str, Any]:
+
+def _snapshot(evidence: Evidence, metric: Metric, catalog: TaskCatalog) -> dict[str, Any]:
     epochs = evidence.epochs
     last = epochs[-1] if epochs else None
-    val_accs = [e.val_acc for e in epochs if finite(e.val_acc)]
-    val_losses = [e.val_loss for e in epochs if finite(e.val_loss)]
     train_loss = evidence.final_train_loss if finite(evidence.final_train_loss) else (
         last.train_loss if last else None
     )
     total = evidence.timings.total_seconds or sum(e.epoch_seconds for e in epochs)
-    return {
+    snap: dict[str, Any] = {m.name: metric_from_evidence(evidence, m) for m in catalog.of_split("val")}
+    snap.update({
         "target": metric_from_evidence(evidence, metric),
-        "val_acc": evidence.best_val_acc if finite(evidence.best_val_acc) else (max(val_accs) if val_accs else None),
-        "val_loss": evidence.best_val_loss if finite(evidence.best_val_loss) else (min(val_losses) if val_losses else None),
         "train_loss": train_loss,
-        "gap": last.acc_gap if last else None,
+        "gap": (last.acc_gap if catalog.task == "classification" else last.loss_gap) if last else None,
         "epochs": len(epochs),
         "time": total,
-    }
+    })
+    return snap
 
 
-_LOWER_BETTER = {"val_loss", "train_loss", "gap", "time"}
+def _lower_better(key: str, catalog: TaskCatalog) -> bool:
+    metric = catalog.get(key)
+    if metric is not None:
+        return metric.lower_is_better
+    return key in {"train_loss", "gap", "time"}
 
 
-def _diff(new: Any, old: Any, key: str) -> str:
+def _diff(new: Any, old: Any, key: str, catalog: TaskCatalog) -> str:
     if not (finite(new) and finite(old)):
         return "n/a"
     delta = new - old
@@ -200,11 +215,11 @@ def _diff(new: Any, old: Any, key: str) -> str:
         return f"{delta:+.1f}"
     if delta == 0:
         return "+0.0000"
-    better = delta < 0 if key in _LOWER_BETTER else delta > 0
+    better = delta < 0 if _lower_better(key, catalog) else delta > 0
     return f"{delta:+.4f} ({'better' if better else 'worse'})"
 
 
-def _delta(new: float | None, old: float | None, metric: str) -> str:
+def _delta(new: float | None, old: float | None, metric: Metric) -> str:
     if not (finite(new) and finite(old)):
         return "n/a"
     gain = improvement(new, old, metric)

@@ -4,10 +4,13 @@ paths (camelCase, as in the YAML) that name them.
 The bounds are the job config's (``trainpipe_trainer.contract.job_config``),
 so settings that validate here are accepted by the trainer. The ``vae.*``
 settings (latent size, beta, free bits, the KL warm-up) are the vae task's
-(``VaeConfig``); a classification job carries them at their defaults, which
-change nothing it trains (its config hash leaves the vae section out).
-``TrainSettings.problems`` adds two cross-field rules (warmup and patience
-shorter than training) that ``apply`` enforces on what it changes.
+(``VaeConfig``). ``TrainSettings.problems`` adds two cross-field rules
+(warmup and patience shorter than training) that ``apply`` enforces on what
+it changes.
+
+``task`` is not a setting a recommendation changes: it decides which models
+and augmentations are valid (the task's catalog), and whether the ``vae.*``
+settings (``VAE_PATHS``) are written into the job config.
 """
 
 from __future__ import annotations
@@ -15,16 +18,10 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from trainpipe_operator.spec.pipeline import AUGMENTATIONS, MODEL_NAMES
-from trainpipe_trainer.contract.job_config import (
-    AUDIO_AUGMENTATIONS,
-    DataConfig,
-    ModelConfig,
-    TrainConfig,
-    VaeConfig,
-)
+from trainpipe_operator.tasks import BUILTIN, CLASSIFICATION, quoted
+from trainpipe_trainer.contract.job_config import DataConfig, ModelConfig, TrainConfig, VaeConfig
 
 # job-config path -> TrainSettings field
 PATHS: dict[str, str] = {
@@ -46,6 +43,9 @@ PATHS: dict[str, str] = {
     "data.imageSize": "image_size",
     "data.pinMemory": "pin_memory",
     "model.name": "model_name",
+}
+# The vae task's settings (job config ``vae``), written for task vae only.
+VAE_PATHS: dict[str, str] = {
     "vae.latentDim": "latent_dim",
     "vae.beta": "beta",
     "vae.freeBits": "free_bits",
@@ -53,14 +53,10 @@ PATHS: dict[str, str] = {
     "vae.klAnneal.warmupEpochs": "kl_warmup_epochs",
     "vae.klAnneal.cycles": "kl_cycles",
 }
+PATHS.update(VAE_PATHS)
 FIELDS: dict[str, str] = {field: path for path, field in PATHS.items()}
-VAE_FIELDS = ("latent_dim", "beta", "free_bits", "kl_schedule", "kl_warmup_epochs", "kl_cycles")
 
-MODEL_LADDER = ("smallcnn", "resnet18", "resnet50")  # by capacity
-# The vae task's models, by capacity. Named here because the control plane
-# never imports torch; they must be the trainer's registered vae models.
-VAE_MODEL_LADDER = ("vae-small", "vae-medium", "vae-large")
-LADDERS = (MODEL_LADDER, VAE_MODEL_LADDER)
+MODEL_LADDER = CLASSIFICATION.model_ladder  # by capacity (classification; each task's: its catalog)
 LR_MIN = 1e-7
 LR_MAX = 1.0  # recommendations never go above; the job config allows up to 10
 
@@ -88,6 +84,8 @@ class TrainSettings(BaseModel):
     pin_memory: bool = True
     image_size: int = Field(default=32, ge=8, le=1024)
     model_name: str = "smallcnn"
+    task: Literal["classification", "vae", "custom"] = "classification"
+    # the vae task's (job config vae.*; bounds: VaeConfig, KlAnnealConfig)
     latent_dim: int = Field(default=16, ge=2, le=1024)
     beta: float = Field(default=1.0, ge=0, le=1000)
     free_bits: float = Field(default=0.1, ge=0, le=100)
@@ -97,23 +95,27 @@ class TrainSettings(BaseModel):
 
     @field_validator("augment")
     @classmethod
-    def _known_augmentations(cls, value: list[str]) -> list[str]:
-        # Either task's names: the job config checks them against its task.
-        known = (*AUGMENTATIONS, *AUDIO_AUGMENTATIONS)
-        unknown = [a for a in value if a not in known]
-        if unknown:
-            raise ValueError(f"unknown augmentation(s) {unknown}; allowed: {', '.join(known)}")
+    def _no_repeats(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError(f"augmentation listed twice: {value}")
         return value
 
-    @field_validator("model_name")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        known = (*MODEL_NAMES, *VAE_MODEL_LADDER)
-        if value not in known:
-            raise ValueError(f"unknown model {value!r}; allowed: {', '.join(known)}")
-        return value
+    @model_validator(mode="after")
+    def _of_the_task(self) -> TrainSettings:
+        """The model and augmentations are the task's (custom: any; the task checks its own)."""
+        catalog = BUILTIN.get(self.task)
+        if catalog is None:
+            if not self.model_name:
+                raise ValueError("model_name: empty; a custom task needs a model name")
+            return self
+        unknown = [a for a in self.augment if not catalog.allows_augmentation(a)]
+        if unknown:
+            raise ValueError(f"unknown augmentation(s) {unknown} for task {self.task}; "
+                             f"allowed: {', '.join(catalog.augmentations or ())}")
+        if not catalog.allows_model(self.model_name):
+            raise ValueError(f"unknown model {self.model_name!r} for task {self.task}; "
+                             f"allowed: {quoted(catalog.models or ())}")
+        return self
 
     def problems(self) -> list[str]:
         """Cross-field inconsistencies the job config itself tolerates but a
@@ -127,6 +129,10 @@ class TrainSettings(BaseModel):
 
     def get(self, path: str) -> Any:
         return getattr(self, field_for(path))
+
+    def paths(self) -> dict[str, str]:
+        """The job-config paths this task's job reads (vae.* for task vae only)."""
+        return PATHS if self.task == "vae" else {p: f for p, f in PATHS.items() if p not in VAE_PATHS}
 
     @classmethod
     def from_job_config(cls, job: dict[str, Any]) -> TrainSettings:
@@ -143,23 +149,26 @@ class TrainSettings(BaseModel):
             "batch_size", "num_workers", "augment", "pin_memory", "image_size",
         )})
         values["model_name"] = model.name
-        vae = VaeConfig.model_validate(_section(job, "vae"))
-        values.update(latent_dim=vae.latent_dim, beta=vae.beta, free_bits=vae.free_bits,
-                      kl_schedule=vae.kl_anneal.schedule, kl_warmup_epochs=vae.kl_anneal.warmup_epochs,
-                      kl_cycles=vae.kl_anneal.cycles)
+        task = job.get("task") or "classification"
+        values["task"] = task
+        if task == "vae":
+            vae = VaeConfig.model_validate(_section(job, "vae"))
+            values.update(latent_dim=vae.latent_dim, beta=vae.beta, free_bits=vae.free_bits,
+                          kl_schedule=vae.kl_anneal.schedule, kl_warmup_epochs=vae.kl_anneal.warmup_epochs,
+                          kl_cycles=vae.kl_anneal.cycles)
         return cls.model_validate(values)
 
-    def to_overrides(self) -> dict[str, Any]:
+    def to_overrides(self) -> dict[str, dict[str, Any]]:
         """The settings as job-config sections (camelCase keys; ``vae.klAnneal``
-        is a section inside ``vae``)."""
-        out: dict[str, Any] = {}
-        for path, field in PATHS.items():
+        nests one level deeper)."""
+        out: dict[str, dict[str, Any]] = {}
+        for path, field in self.paths().items():
             *sections, key = path.split(".")
-            target = out
-            for section in sections:
-                target = target.setdefault(section, {})
             value = getattr(self, field)
-            target[key] = list(value) if isinstance(value, list) else value
+            node: dict[str, Any] = out
+            for section in sections:
+                node = node.setdefault(section, {})
+            node[key] = list(value) if isinstance(value, list) else value
         return out
 
     def apply_to_job_config(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +177,18 @@ class TrainSettings(BaseModel):
         out = copy.deepcopy(job)
         _merge(out, self.to_overrides())
         return out
+
+
+def _merge(target: dict[str, Any], values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict):
+            node = target.pop(_snake(key), None) if key not in target else target[key]
+            node = node if isinstance(node, dict) else {}
+            target[key] = node
+            _merge(node, value)
+        else:
+            target.pop(_snake(key), None)
+            target[key] = value
 
 
 def field_for(path: str) -> str:
@@ -182,24 +203,6 @@ def _section(job: dict[str, Any], name: str) -> dict[str, Any]:
     if not isinstance(section, dict):
         raise ValueError(f"job config section {name!r} must be a mapping")
     return section
-
-
-def _merge(target: dict[str, Any], values: dict[str, Any]) -> None:
-    """Write ``values`` into ``target`` in place, section by section."""
-    for key, value in values.items():
-        snake = _snake(key)
-        if isinstance(value, dict):
-            section = target.get(key)
-            if section is None and snake != key and isinstance(target.get(snake), dict):
-                section = target.pop(snake)
-            if not isinstance(section, dict):
-                section = {}
-            target[key] = section
-            _merge(section, value)
-        else:
-            if snake != key:
-                target.pop(snake, None)
-            target[key] = value
 
 
 def _snake(key: str) -> str:

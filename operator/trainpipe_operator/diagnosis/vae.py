@@ -1,10 +1,12 @@
 """Phase 3 for the ``vae`` task: the primary issue of a VAE run (seed 004).
 
-``diagnose`` sends evidence whose task is ``vae`` here. The engine's rules
+``diagnose`` sends a pipeline whose task is ``vae`` here. The engine's rules
 (crash, nan-loss, loss flat, GPU utilization) are the classifier's; the
 others read what a VAE measures: ``val_kl`` (posterior collapse),
-``loss_gap`` (overfitting), the target metric against the train loss
-(under/overfitting), and the data report's chunk leakage.
+``loss_gap`` (overfitting), the target metric (by name and direction, from
+the task's catalog) against its train counterpart (``train_recon`` for
+``val_recon``, the train loss for ``val_loss``: under/overfitting), and the
+data report's chunk leakage.
 
 Priority, highest first (``Signal.rank``): crash, nan-loss, strong
 data-quality (identical files or chunks of one file in two splits, NaN/Inf
@@ -17,11 +19,9 @@ the diagnosis that names it draw the line in the same place.
 from __future__ import annotations
 
 from trainpipe_operator.diagnosis.direction import (
-    best_of,
     finite,
     metric_from_evidence,
     target_met,
-    tracked_metric,
 )
 from trainpipe_operator.diagnosis.issues import (
     TREND_WINDOW,
@@ -38,35 +38,21 @@ from trainpipe_operator.diagnosis.issues import (
     conclude,
     last_error_line,
 )
-from trainpipe_operator.gates.thresholds import POSTERIOR_COLLAPSE_KL, VAE_LOSS_GAP_MAX
+from trainpipe_operator.gates.thresholds import OVERFIT_LOSS_GAP, POSTERIOR_COLLAPSE_KL
 from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_operator.tasks import Metric, catalog_for
 from trainpipe_trainer.contract.data_report import DataReport
 from trainpipe_trainer.contract.evidence import Evidence
 
-# The vae task's metrics that may be a target; all are losses (lower is better).
-VAE_METRICS = ("val_loss", "val_recon", "val_kl")
 
-
-def vae_metric_value(evidence: Evidence, metric: str) -> float | None:
-    """The run's best value of a target metric: val_loss as the engine
-    records it, a task metric (val_recon, ...) as the lowest any epoch
-    reported; None for a metric the VAE does not report (val_acc)."""
-    if metric == "val_loss":
-        return metric_from_evidence(evidence, metric)
-    values = [e.metric(metric) for e in evidence.epochs]
-    return best_of(values, "val_loss") if any(v is not None for v in values) else None
-
-
-def _vae_measure(evidence: Evidence, gpu_util: float | None) -> Measurements:
-    m = _measure(evidence, "val_loss", gpu_util)
+def _vae_measure(evidence: Evidence, metric: Metric, gpu_util: float | None) -> Measurements:
+    m = _measure(evidence, metric, gpu_util)
     last = evidence.epochs[-1] if evidence.epochs else None
     if last is None:
         return m
-    gap = last.loss_gap if finite(last.loss_gap) else None
     return m.model_copy(update={
         "val_kl": last.metric("val_kl"),
         "val_recon": last.metric("val_recon"),
-        "loss_gap": gap,
         "active_units": last.metric("active_units"),
         "kl_weight": last.metric("kl_weight"),
     })
@@ -80,9 +66,10 @@ def diagnose_vae(
     log_text: str | None = None,
 ) -> Diagnosis:
     """The primary issue of a VAE run; same arguments as ``diagnose``."""
-    metric = tracked_metric(spec.target.metric)
-    m = _vae_measure(evidence, gpu_util)
-    metric_value = vae_metric_value(evidence, metric)
+    catalog = catalog_for(spec)
+    metric = catalog.tracked(spec.target.metric or catalog.primary)
+    m = _vae_measure(evidence, metric, gpu_util)
+    metric_value = metric_from_evidence(evidence, metric)
     signals: list[Signal] = []
     last_error = last_error_line(log_text)
     crash, infra = _crash(evidence, signals, last_error)
@@ -92,8 +79,7 @@ def diagnose_vae(
     _stall_rules(m, signals)
     _vae_fit_rules(evidence, m, spec, metric, metric_value, signals)
     _resource_rule(m, spec, signals)
-    return conclude(evidence, spec, signals, m, metric, metric_value, crash, infra, last_error,
-                    lower=True if metric in VAE_METRICS else None)
+    return conclude(evidence, spec, signals, m, metric, metric_value, crash, infra, last_error, catalog.task)
 
 
 def _vae_data_rules(report: DataReport | None, signals: list[Signal]) -> None:
@@ -138,14 +124,14 @@ def _vae_fit_rules(
     evidence: Evidence,
     m: Measurements,
     spec: PipelineSpec,
-    metric: str,
+    metric: Metric,
     metric_value: float | None,
     signals: list[Signal],
 ) -> None:
-    if m.loss_gap is not None and m.loss_gap > VAE_LOSS_GAP_MAX:
+    if m.loss_gap is not None and m.loss_gap > OVERFIT_LOSS_GAP:
         signals.append(Signal(
-            issue="overfitting", signal="loss-gap", value=round(m.loss_gap, 4), threshold=VAE_LOSS_GAP_MAX,
-            message=f"val loss exceeds train loss by {m.loss_gap:.1%} at the last epoch (> {VAE_LOSS_GAP_MAX:.0%})",
+            issue="overfitting", signal="loss-gap", value=round(m.loss_gap, 4), threshold=OVERFIT_LOSS_GAP,
+            message=f"val loss exceeds train loss by {m.loss_gap:.1%} at the last epoch (> {OVERFIT_LOSS_GAP:.0%})",
         ))
     rise = _val_loss_rise(evidence)
     if rise is not None and rise > VAL_RISE_MIN:
@@ -154,20 +140,23 @@ def _vae_fit_rules(
             message=f"val loss rose {rise:.1%} over the last {TREND_WINDOW} epochs while train loss fell",
         ))
     target = spec.target.value
-    if metric != "val_loss" or metric_value is None or target_met(metric_value, target, metric):
+    if metric_value is None or target_met(metric_value, target, metric):
         return
-    train = m.train_loss
+    # the target's train counterpart: the final train loss for val_loss, train_recon for val_recon
+    train = m.train_metric
     if train is None:
         return
-    if train <= target:
+    train_name = "train loss" if metric.name == "val_loss" else "train_" + metric.name.removeprefix("val_")
+    if target_met(train, target, metric):
         signals.append(Signal(
             issue="overfitting", signal="train-meets-target", value=round(train, 4), threshold=target,
-            message=f"train loss {train:.4f} meets the target {target:g} but val_loss {metric_value:.4f} does not",
+            message=(f"{train_name} {train:.4f} meets the target {target:g} "
+                     f"but {metric.name} {metric_value:.4f} does not"),
         ))
-    elif m.loss_gap is None or m.loss_gap <= VAE_LOSS_GAP_MAX:
+    elif m.loss_gap is None or m.loss_gap <= OVERFIT_LOSS_GAP:
         signals.append(Signal(
             issue="underfitting", signal="both-above-target", value=round(metric_value, 4), threshold=target,
-            message=(f"train loss {train:.4f} and val_loss {metric_value:.4f} both miss the target {target:g}"
-                     + (f", gap {m.loss_gap:.1%} <= {VAE_LOSS_GAP_MAX:.0%}" if m.loss_gap is not None else "")
+            message=(f"{train_name} {train:.4f} and {metric.name} {metric_value:.4f} both miss the target {target:g}"
+                     + (f", gap {m.loss_gap:.1%} <= {OVERFIT_LOSS_GAP:.0%}" if m.loss_gap is not None else "")
                      + ": the model lacks capacity or training time"),
         ))

@@ -34,23 +34,12 @@ from trainpipe_operator.diagnosis.recommendations import (
     _scale_lr,
     _sig,
 )
-from trainpipe_operator.diagnosis.settings import VAE_MODEL_LADDER
-from trainpipe_trainer.contract.job_config import AUDIO_AUGMENTATIONS
+from trainpipe_operator.tasks import VAE
 
 FREE_BITS_MIN = 0.25  # nats per latent dimension a collapse fix raises free bits to, at least
 FREE_BITS_CAP = 2.0
 LATENT_MIN = 2
 LATENT_CAP = 1024
-
-
-def bigger_vae_model(name: str) -> str | None:
-    i = VAE_MODEL_LADDER.index(name) if name in VAE_MODEL_LADDER else -1
-    return VAE_MODEL_LADDER[i + 1] if 0 <= i < len(VAE_MODEL_LADDER) - 1 else None
-
-
-def smaller_vae_model(name: str) -> str | None:
-    i = VAE_MODEL_LADDER.index(name) if name in VAE_MODEL_LADDER else 0
-    return VAE_MODEL_LADDER[i - 1] if i > 0 else None
 
 
 def longer_kl_warmup(epochs: int, current: float) -> float | None:
@@ -95,10 +84,10 @@ def _posterior_collapse(c: _Context) -> list[Recommendation]:
 
 def _overfitting(c: _Context) -> list[Recommendation]:
     s, gap = c.s, c.gap
-    missing = [a for a in AUDIO_AUGMENTATIONS if a not in s.augment]
+    missing = [a for a in VAE.augmentations or () if a not in s.augment]
     wd = 0.05 if s.weight_decay == 0 else _sig(min(s.weight_decay * 10, WEIGHT_DECAY_CAP))
     latent = max(LATENT_MIN, s.latent_dim // 2)
-    smaller = smaller_vae_model(s.model_name)
+    smaller = VAE.smaller_model(s.model_name)
     patience = min(5, s.epochs // 4) if s.patience is None and s.epochs >= 4 else None
     loss_gap = c.d.measurements.loss_gap
     seen = f"val loss {loss_gap:.0%} above train" if loss_gap is not None else "val loss above train"
@@ -123,7 +112,7 @@ def _overfitting(c: _Context) -> list[Recommendation]:
 
 def _underfitting(c: _Context) -> list[Recommendation]:
     s, short = c.s, c.shortfall
-    bigger = bigger_vae_model(s.model_name)
+    bigger = VAE.bigger_model(s.model_name)
     improving = c.d.measurements.val_still_improving
     epochs = min(s.epochs * 2, 100000)
     lr = _scale_lr(s.lr, 3.0)
@@ -150,7 +139,7 @@ def _underfitting(c: _Context) -> list[Recommendation]:
 def _convergence_stall(c: _Context) -> list[Recommendation]:
     s, basis = c.s, c.room
     factor = 10.0 if s.lr < 1e-4 else 3.0
-    bigger = bigger_vae_model(s.model_name)
+    bigger = VAE.bigger_model(s.model_name)
     return _keep(
         c.rec("convergence-stall", "raise-lr",
               f"Raise the learning rate {factor:g}x ({s.lr:g} -> {_scale_lr(s.lr, factor):g})",

@@ -29,6 +29,7 @@ from trainpipe_operator.gates.execution import (
 from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles
 from trainpipe_operator.gates.thresholds import NO_LEARNING_DECREASE
 from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_operator.tasks import CLASSIFICATION, Metric, TaskCatalog, catalog_for
 from trainpipe_trainer.contract.evidence import Evidence
 
 GATE = "post-baseline"
@@ -44,18 +45,30 @@ REPRO_MATCH_3DP = 5e-4
 REPRO_MATCH_2DP = 5e-3
 
 
-def report_figures(evidence: Evidence) -> dict[str, float]:
-    """The figures baseline_results.md must quote as evidence.json holds them."""
-    figures = {"best val accuracy": evidence.best_val_acc, "best val loss": evidence.best_val_loss,
-               "final train loss": train_losses(evidence)[1]}
+def _quoted_metrics(catalog: TaskCatalog) -> list[Metric]:
+    """The task's validation metrics a report quotes besides val_loss (informational ones aside)."""
+    return [m for m in catalog.of_split("val") if m.name != "val_loss" and m.targetable]
+
+
+def report_figures(evidence: Evidence, catalog: TaskCatalog = CLASSIFICATION) -> dict[str, float]:
+    """The figures baseline_results.md must quote as evidence.json holds them:
+    best val accuracy (classification) or the best of each of the task's
+    validation metrics (by name), best val loss, final train loss."""
+    if catalog.task == "classification":
+        figures: dict[str, float | None] = {"best val accuracy": evidence.best_val_acc}
+    else:
+        figures = {f"best {m.name}": best_val(evidence, m) for m in _quoted_metrics(catalog)}
+    figures.update({"best val loss": evidence.best_val_loss, "final train loss": train_losses(evidence)[1]})
     return {name: value for name, value in figures.items() if value is not None and is_finite(value)}
 
 
-def check_report(files: RunFiles, evidence: Evidence | None = None) -> Check:
+def check_report(files: RunFiles, evidence: Evidence | None = None, catalog: TaskCatalog = CLASSIFICATION) -> Check:
     """Every section seed 000 asks for, and the run's figures in them: a report
     whose numbers are not the evidence's is not the report of this run."""
     ev = files.at(files.report_path)
-    threshold = ", ".join(REPORT_SECTIONS) + "; the evidence's best val accuracy, best val loss, final train loss"
+    best = ("best val accuracy" if catalog.task == "classification"
+            else ", ".join(f"best {m.name}" for m in _quoted_metrics(catalog)))
+    threshold = ", ".join(REPORT_SECTIONS) + f"; the evidence's {best}, best val loss, final train loss"
     if not files.report_text or not files.report_text.strip():
         return failed("report", 0, threshold, ev, "baseline_results.md is missing or empty.")
     missing = missing_sections(files.report_text, REPORT_SECTIONS)
@@ -63,7 +76,7 @@ def check_report(files: RunFiles, evidence: Evidence | None = None) -> Check:
     if missing:
         return failed("report", present, threshold, ev,
                       f"baseline_results.md lacks the section(s): {', '.join(missing)}.")
-    figures = report_figures(evidence) if evidence is not None else {}
+    figures = report_figures(evidence, catalog) if evidence is not None else {}
     unquoted = [f"{name} {value:.4f}" for name, value in figures.items()
                 if not quotes_figure(files.report_text, value)]
     if unquoted:
@@ -166,7 +179,7 @@ def evaluate_baseline(
                               checkpoint_every=checkpoint_every, keep_periodic=keep_periodic,
                               preview_every=preview_every)
     checks += [
-        check_report(files, evidence),
+        check_report(files, evidence, catalog_for(spec)),
         check_decision(decision, files),
         check_reproducible(evidence, reproducibility, files, spec),
     ]
@@ -175,10 +188,10 @@ def evaluate_baseline(
 
 def target_value(evidence: Evidence, spec: PipelineSpec) -> tuple[str, float | None]:
     """(metric used, its best value) for a decision made before the test split
-    is touched: a test_acc target is judged on its proxy, the best val_acc."""
-    metric = spec.target.metric
-    used = "val_loss" if metric == "val_loss" else "val_acc"
-    return used, best_val(evidence, used)
+    is touched: a test_X target is judged on its proxy, the best val_X."""
+    catalog = catalog_for(spec)
+    used = catalog.tracked(spec.target_metric)
+    return used.name, best_val(evidence, used)
 
 
 def decide_after_baseline(evidence: Evidence, gate_passed_execution: bool, spec: PipelineSpec) -> tuple[str, str]:
@@ -203,9 +216,9 @@ def decide_after_baseline(evidence: Evidence, gate_passed_execution: bool, spec:
         return "fix", "a mandatory execution check failed (see the post-baseline gate)"
     used, value = target_value(evidence, spec)
     target = spec.target
-    proxy = (" (test_acc is only measured at finalization; the best val_acc stands in for it)"
-             if target.metric == "test_acc" else "")
-    best = "min" if used == "val_loss" else "max"
+    proxy = (f" ({target.metric} is only measured at finalization; the best {used} stands in for it)"
+             if target.metric != used else "")
+    best = catalog_for(spec).metric(used).direction
     if value is not None and target.met(value):
         return "deploy-baseline", (f"target met: {best} {used} {value:.4f} vs target {target.metric} "
                                    f"{target.value}{proxy}")

@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from trainpipe_operator.spec.status import CheckStatus, GateStatus
 
@@ -95,7 +95,7 @@ def field_of(obj: object, name: str, default: object = None) -> object:
     return getattr(obj, name, default)
 
 
-def is_finite(value: object) -> bool:
+def is_finite(value: object) -> TypeGuard[float]:
     """A real number that is neither NaN nor infinite (bools are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False

@@ -9,10 +9,15 @@ best-checkpoint, last-checkpoint, periodic-checkpoints, logs, and the red
 flags learned from earlier systems: leakage-suspect, memorization-suspect,
 overfit-gap (warn-only, never mandatory).
 
-For a ``vae`` run (``evidence.task``) leakage-suspect is skipped (not
-applicable: it reads val accuracy), overfit-gap is the relative loss gap
-(``gates/vae.py``), and recon-decreased, posterior-collapse, previews and
-retention follow.
+Metrics are read by name through the task's catalog (``spec.task``):
+``leakage-suspect`` watches the task's validation fraction to maximize
+(classification: val_acc; a task without one skips it, saying so), and
+``overfit-gap`` is the train-val accuracy gap for classification, the
+relative train-val loss gap (seed 004, over ``OVERFIT_LOSS_GAP`` warns) for
+every other task.
+
+For a ``vae`` pipeline the VAE's own checks follow (``gates/vae.py``):
+recon-decreased, posterior-collapse, previews and retention.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from trainpipe_operator.gates.checks import (
     warned,
 )
 from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles
-from trainpipe_operator.gates.thresholds import LEAKAGE_VAL_ACC
-from trainpipe_operator.gates.vae import check_loss_gap, check_not_applicable, is_vae, vae_checks
+from trainpipe_operator.gates.thresholds import LEAKAGE_VAL_ACC, OVERFIT_LOSS_GAP
+from trainpipe_operator.gates.vae import vae_checks
 from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_operator.tasks import CLASSIFICATION, Metric, TaskCatalog, catalog_for
 from trainpipe_trainer.contract.evidence import CheckpointCheck, Evidence
 
 FINISHED = ("completed", "early_stopped")
@@ -84,13 +90,17 @@ def nonfinite_epochs(evidence: Evidence) -> list[str]:
     return bad
 
 
-def best_val(evidence: Evidence, metric: str) -> float | None:
-    """Best finite val_acc (max) or val_loss (min) over the epochs."""
-    if metric == "val_loss":
-        values = [e.val_loss for e in evidence.epochs if is_finite(e.val_loss)]
-        return min(values) if values else None
-    values = [e.val_acc for e in evidence.epochs if is_finite(e.val_acc)]
-    return max(values) if values else None
+def best_val(evidence: Evidence, metric: str | Metric) -> float | None:
+    """The best finite value of a metric over the epochs, in its direction
+    (a name: a classification metric, val_acc max or val_loss min)."""
+    known = metric if isinstance(metric, Metric) else CLASSIFICATION.metric(metric)
+    return known.best([e.metric(known.name) for e in evidence.epochs])
+
+
+def leakage_metric(catalog: TaskCatalog) -> Metric | None:
+    """The validation fraction a leak drives to ~1 (classification: val_acc)."""
+    return next((m for m in catalog.of_split("val")
+                 if m.is_fraction and not m.lower_is_better and m.targetable), None)
 
 
 # ----------------------------------------------------------------- checks
@@ -395,17 +405,22 @@ def check_logs(evidence: Evidence, files: RunFiles) -> Check:
                   f"training.log and metrics.json both record all {len(expected)} epochs.")
 
 
-def check_leakage(evidence: Evidence, files: RunFiles) -> Check:
+def check_leakage(evidence: Evidence, files: RunFiles, catalog: TaskCatalog = CLASSIFICATION) -> Check:
     ev = files.at(files.metrics_path)
-    best = best_val(evidence, "val_acc")
+    metric = leakage_metric(catalog)
+    if metric is None:
+        return skipped("leakage-suspect", f"not applicable: task {catalog.task} reports no validation fraction "
+                       "to maximize (a leak shows as one near 1)", ev, mandatory=False)
+    what = "val accuracy" if metric.name == "val_acc" else metric.name
+    best = best_val(evidence, metric)
     if best is None:
-        return skipped("leakage-suspect", "no finite val accuracy recorded", ev, mandatory=False)
+        return skipped("leakage-suspect", f"no finite {what} recorded", ev, mandatory=False)
     if best >= LEAKAGE_VAL_ACC:
         return warned("leakage-suspect", round(best, 6), LEAKAGE_VAL_ACC, ev,
-                      f"Val accuracy reached {best:.4f} (>= {LEAKAGE_VAL_ACC}): suspect leakage between "
-                      "splits or a trivial task; inspect the data before trusting it.", mandatory=False)
+                      f"{what[0].upper() + what[1:]} reached {best:.4f} (>= {LEAKAGE_VAL_ACC}): suspect leakage "
+                      "between splits or a trivial task; inspect the data before trusting it.", mandatory=False)
     return passed("leakage-suspect", round(best, 6), LEAKAGE_VAL_ACC, ev,
-                  f"Best val accuracy {best:.4f} is below {LEAKAGE_VAL_ACC}: no sign of leakage.",
+                  f"Best {what} {best:.4f} is below {LEAKAGE_VAL_ACC}: no sign of leakage.",
                   mandatory=False)
 
 
@@ -427,7 +442,11 @@ def check_overfit_gap(evidence: Evidence, files: RunFiles, spec: PipelineSpec) -
     gap_max = spec.gates.overfit_gap
     if not evidence.epochs:
         return skipped("overfit-gap", "no epoch finished", ev, mandatory=False)
+    if spec.task != "classification":
+        return _loss_gap(evidence, files)
     last = evidence.epochs[-1]
+    if last.train_acc is None or last.val_acc is None:
+        return skipped("overfit-gap", "train or val accuracy is not recorded", ev, mandatory=False)
     gap = last.train_acc - last.val_acc
     if not is_finite(gap):
         return skipped("overfit-gap", "train or val accuracy is not finite", ev, mandatory=False)
@@ -438,6 +457,31 @@ def check_overfit_gap(evidence: Evidence, files: RunFiles, spec: PipelineSpec) -
                       f"(> {gap_max}) at the last epoch: overfitting.", mandatory=False)
     return passed("overfit-gap", value, gap_max, ev,
                   f"Train-val accuracy gap {gap:.3f} at the last epoch (at most {gap_max}).", mandatory=False)
+
+
+def _loss_gap(evidence: Evidence, files: RunFiles) -> Check:
+    """A task without accuracies: the engine's relative loss gap,
+    (val_loss - train_loss) / train_loss, at the last epoch. Warn-only (seed
+    004, truth 7: "overfitting detection warns but continues")."""
+    ev = files.at(files.metrics_path)
+    threshold = OVERFIT_LOSS_GAP
+    last = evidence.epochs[-1]
+    if not (is_finite(last.train_loss) and last.train_loss > 0):
+        return skipped("overfit-gap", f"the relative gap needs a finite, positive train loss (epoch {last.num}: "
+                       f"{last.train_loss})", ev, mandatory=False)
+    gap = last.loss_gap if is_finite(last.loss_gap) else (last.val_loss - last.train_loss) / last.train_loss
+    if not is_finite(gap):
+        return skipped("overfit-gap", f"epoch {last.num}'s val loss is not finite", ev, mandatory=False)
+    value = round(gap, 4)
+    losses = f"val loss {last.val_loss:.4f} vs train loss {last.train_loss:.4f} at epoch {last.num}"
+    if gap > threshold:
+        return warned("overfit-gap", value, threshold, ev,
+                      f"{losses}: a gap of {gap:.1%}, over {threshold:.0%}: overfitting; training continues "
+                      "(warn only), the diagnosis recommends regularization (augmentation, weight decay"
+                      + (", a smaller latent" if evidence.task == "vae" else "") + ").",
+                      mandatory=False)
+    return passed("overfit-gap", value, threshold, ev,
+                  f"{losses}: a gap of {gap:.1%}, within {threshold:.0%}.", mandatory=False)
 
 
 def execution_checks(
@@ -461,21 +505,17 @@ def execution_checks(
     (``vae.previewEvery``) are read by the VAE's retention and previews
     checks only.
     """
-    if is_vae(evidence):
-        return [
-            *_generic_checks(evidence, files, gpu, spec, phase_budget_seconds, checkpoint_every),
-            check_not_applicable("leakage-suspect", evidence, files),
-            check_memorization(evidence, files),
-            check_loss_gap(evidence, files),
-            *vae_checks(evidence, files, checkpoint_every=checkpoint_every, keep_periodic=keep_periodic,
-                        preview_every=preview_every),
-        ]
-    return [
+    catalog = catalog_for(spec)
+    checks = [
         *_generic_checks(evidence, files, gpu, spec, phase_budget_seconds, checkpoint_every),
-        check_leakage(evidence, files),
+        check_leakage(evidence, files, catalog),
         check_memorization(evidence, files),
         check_overfit_gap(evidence, files, spec),
     ]
+    if catalog.task == "vae":
+        checks += vae_checks(evidence, files, checkpoint_every=checkpoint_every, keep_periodic=keep_periodic,
+                             preview_every=preview_every)
+    return checks
 
 
 def _generic_checks(

@@ -11,8 +11,11 @@ Check ids, in order:
 * ``test-evaluated``, ``target-met-on-test``, ``ceiling-documented``,
   ``exported``, ``export-parity``, ``deployment-guide``, ``approval``.
 
-``target-met-on-test`` compares the held-out test split's figure (test
-accuracy; test loss for a ``val_loss`` target) with the target; the
+``target-met-on-test`` compares the held-out test split's figure with the
+target, by name through the task's catalog: ``test_X`` for a ``val_X`` or
+``test_X`` target (test accuracy for val_acc, test loss for val_loss, the
+VAE's test_recon for val_recon), read from ``test_evaluation.json``'s
+``metrics`` (an older file without them: its accuracy/loss fields); the
 validation figures only chose the model. A pipeline that accepted its best
 result short of the target (seed 001: diminishing returns, the iterations
 used up, the time budget spent) warns there instead of failing, and
@@ -42,15 +45,15 @@ from trainpipe_operator.gates.checks import (
 )
 from trainpipe_operator.gates.execution import execution_checks
 from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles
-from trainpipe_operator.gates.vae import is_vae
+from trainpipe_operator.gates.test_figures import TEST_LABELS, test_metric
 from trainpipe_operator.gates.vae_finalization import (
     check_vae_deployment_guide,
     check_vae_export_parity,
     check_vae_exported,
     check_vae_test_evaluated,
-    test_metric,
 )
 from trainpipe_operator.spec.pipeline import PipelineSpec
+from trainpipe_operator.tasks import CLASSIFICATION, TaskCatalog, catalog_for
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.results import (
     EXPORT_FILE,
@@ -88,7 +91,10 @@ def check_final_training(details: list[Check], files: RunFiles) -> Check:
     return passed("final-training", 0, threshold, ev, "The final run is healthy: every execution check passed.")
 
 
-def check_test_evaluated(test: TestEvaluation | None, files: RunFiles) -> Check:
+def check_test_evaluated(test: TestEvaluation | None, files: RunFiles,
+                         catalog: TaskCatalog = CLASSIFICATION) -> Check:
+    if catalog.task != "classification":
+        return _test_metrics_evaluated(test, files, catalog)
     ev = files.at(TEST_EVALUATION_FILE)
     threshold = "accuracy, per-class metrics and confusion matrix on the held-out test split"
     if test is None:
@@ -104,12 +110,34 @@ def check_test_evaluated(test: TestEvaluation | None, files: RunFiles) -> Check:
         problems.append("no confusion matrix")
     elif sum(sum(row) for row in test.confusion_matrix) != test.samples:
         problems.append(f"the confusion matrix does not add up to the {test.samples} samples")
-    if problems:
-        return failed("test-evaluated", test.accuracy if is_finite(test.accuracy) else None, threshold, ev,
+    accuracy = test.accuracy if is_finite(test.accuracy) else None
+    if problems or accuracy is None:
+        return failed("test-evaluated", accuracy, threshold, ev,
                       "The test evaluation is incomplete: " + "; ".join(problems) + ".")
-    return passed("test-evaluated", round(test.accuracy, 6), threshold, ev,
-                  f"Test accuracy {test.accuracy:.4f} on {test.samples} held-out samples, "
-                  f"{len(test.per_class)} classes, macro F1 {test.macro_f1:.4f}.")
+    macro_f1 = "n/a" if test.macro_f1 is None else f"{test.macro_f1:.4f}"
+    return passed("test-evaluated", round(accuracy, 6), threshold, ev,
+                  f"Test accuracy {accuracy:.4f} on {test.samples} held-out samples, "
+                  f"{len(test.per_class)} classes, macro F1 {macro_f1}.")
+
+
+def _test_metrics_evaluated(test: TestEvaluation | None, files: RunFiles, catalog: TaskCatalog) -> Check:
+    """A task without classes: every test metric its catalog names, finite,
+    on a non-empty held-out split."""
+    ev = files.at(TEST_EVALUATION_FILE)
+    names = [m.name for m in catalog.of_split("test")]
+    threshold = ", ".join(names) + " on the held-out test split"
+    if test is None:
+        return failed("test-evaluated", None, threshold, ev, "The test split was not evaluated.")
+    values = {name: test_metric(test, name) for name in names}
+    problems = [] if test.samples > 0 else ["no test sample"]
+    problems += [f"{name} is {test.metrics.get(name, 'missing')}" for name, v in values.items() if v is None]
+    first = next((v for v in values.values() if v is not None), None)
+    shown = round(first, 6) if first is not None else None
+    if problems:
+        return failed("test-evaluated", shown, threshold, ev,
+                      "The test evaluation is incomplete: " + "; ".join(problems) + ".")
+    figures = ", ".join(f"{name} {value:.4f}" for name, value in values.items())
+    return passed("test-evaluated", shown, threshold, ev, f"On {test.samples} held-out samples: {figures}.")
 
 
 @dataclass(frozen=True)
@@ -122,22 +150,29 @@ class AcceptedBest:
     ceiling_text: str | None  # performance_ceiling.md, as written
 
 
-def test_figure(test: TestEvaluation | None, metric: str) -> tuple[str, float | None]:
-    """(name, value) of the test split's figure for a target metric: the test
-    loss for a val_loss target, the test accuracy otherwise; None when the
-    test split was not evaluated or the figure is not finite."""
-    if metric == "val_loss":
-        return "test loss", test_metric(test, "test_loss")
-    return "test accuracy", (test.accuracy if test is not None and is_finite(test.accuracy) else None)
+def test_figure(test: TestEvaluation | None, metric: str,
+                catalog: TaskCatalog = CLASSIFICATION) -> tuple[str, float | None]:
+    """(name, value) of the test split's figure for a target metric, by name:
+    ``test_X`` for a ``val_X`` or ``test_X`` target (the test loss for a
+    val_loss target, the test accuracy for val_acc); None when the test split
+    was not evaluated, the task reports no such figure, or it is not finite."""
+    on = catalog.on_test(metric)
+    if on is None:
+        return f"test figure for {metric}", None
+    return TEST_LABELS.get(on.name, on.name), test_metric(test, on.name)
 
 
 def check_target_on_test(test: TestEvaluation | None, spec: PipelineSpec, files: RunFiles,
                          accepted: AcceptedBest | None) -> Check:
     target = spec.target
+    catalog = catalog_for(spec)
     ev = files.at(TEST_EVALUATION_FILE)
-    what, value = test_figure(test, target.metric)
-    relation = "<=" if target.metric == "val_loss" else ">="
-    on = "" if target.metric == "test_acc" else f" (the target is set on {target.metric}; it is judged on the test split)"
+    metric = spec.target_metric
+    what, value = test_figure(test, metric, catalog)
+    relation = catalog.metric(metric).relation
+    judged = catalog.on_test(metric)
+    on = "" if judged is not None and judged.name == metric else (
+        f" (the target is set on {metric}; it is judged on the test split)")
     if value is None:
         return failed("target-met-on-test", None, target.value, ev,
                       f"No {what} on the held-out test split (test_evaluation.json is missing or its {what} "
@@ -171,7 +206,7 @@ def check_ceiling_documented(accepted: AcceptedBest | None, test: TestEvaluation
     if not text or not text.strip():
         return failed("ceiling-documented", 0, threshold, ev, f"{CEILING} is missing or empty.")
     problems = [f"no section {name!r}" for name in missing_sections(text, CEILING_SECTIONS)]
-    what, value = test_figure(test, spec.target.metric)
+    what, value = test_figure(test, spec.target_metric, catalog_for(spec))
     figures = {"the target": spec.target.value, "the best validation figure": accepted.best_value, what: value}
     problems += [f"does not quote {name} ({figure:.4f})" for name, figure in figures.items()
                  if figure is not None and not quotes_figure(text, figure)]
@@ -211,8 +246,11 @@ def check_exported(export: ExportReport | None, spec: PipelineSpec, files: RunFi
 
 
 def check_export_parity(export: ExportReport | None, spec: PipelineSpec, files: RunFiles) -> Check:
+    """Outputs match PyTorch within the tolerances; a classifier's top-1
+    class also agrees on every input (a task without classes: outputs only)."""
     ev = files.at(EXPORT_FILE)
-    threshold = f"rtol {PARITY_RTOL:g}, atol {PARITY_ATOL:g}, top-1 agrees on every input"
+    classes = spec.task == "classification"
+    threshold = f"rtol {PARITY_RTOL:g}, atol {PARITY_ATOL:g}" + (", top-1 agrees on every input" if classes else "")
     if export is None:
         return failed("export-parity", None, threshold, ev, "No export report: parity was not checked.")
     problems, diffs = [], []
@@ -226,7 +264,7 @@ def check_export_parity(export: ExportReport | None, spec: PipelineSpec, files: 
             problems.append(f"{p.runtime}: {p.error}")
         elif not p.allclose:
             problems.append(f"{p.runtime}: outputs differ from PyTorch (max abs diff {p.max_abs_diff})")
-        elif not p.top1_agree_all:
+        elif classes and p.top1_applicable and not p.top1_agree_all:
             problems.append(f"{p.runtime}: top-1 class differs on {p.samples - p.top1_agree} of {p.samples} inputs")
     value = float(f"{max(diffs):.3g}") if diffs else None
     if problems:
@@ -296,21 +334,22 @@ def evaluate_finalization(
 ) -> GateResult:
     """``accepted``: set when the pipeline accepted its best result short of the
     target (see :class:`AcceptedBest`); None when it finalizes a result that met it.
-    For a ``vae`` run test-evaluated, exported, export-parity and
+    For a ``vae`` pipeline test-evaluated, exported, export-parity and
     deployment-guide are the VAE's (``vae_finalization``), under the same ids."""
     details = execution_checks(evidence, files, gpu, spec, phase_budget_seconds,
                                checkpoint_every=checkpoint_every, keep_periodic=keep_periodic,
                                preview_every=preview_every)
     nested = [replace(c, id=FINAL_PREFIX + c.id) for c in details]
     checks = [check_final_training(details, files), *nested]
-    if is_vae(evidence):
+    catalog = catalog_for(spec)
+    if catalog.task == "vae":
         evaluated = check_vae_test_evaluated(test, files)
         exported = check_vae_exported(export, check_exported(export, spec, files), files)
         parity = check_vae_export_parity(export, list(spec.finalization.export), files)
         guide = check_vae_deployment_guide(check_deployment_guide(guide_text, spec, files, export, test),
                                            guide_text, test, export, files)
     else:
-        evaluated = check_test_evaluated(test, files)
+        evaluated = check_test_evaluated(test, files, catalog)
         exported = check_exported(export, spec, files)
         parity = check_export_parity(export, spec, files)
         guide = check_deployment_guide(guide_text, spec, files, export, test)

@@ -32,13 +32,13 @@ def check_comparison(results_text: str | None, files: RunFiles, evidence: Eviden
         return failed("comparison-written", False, threshold, ev,
                       "optimization_results.md does not compare with the baseline.")
     if spec is not None:
-        metric = tracked_metric(spec.target.metric)
+        metric = tracked_metric(spec)
         figures = {"the baseline's": baseline, "this iteration's": evidence}
         missing = []
         for who, run in figures.items():
             value = metric_from_evidence(run, metric) if run is not None else None
             if value is not None and not quotes_figure(results_text, value):
-                missing.append(f"{who} {metric} {value:.4f}")
+                missing.append(f"{who} {metric.name} {value:.4f}")
         if missing:
             return failed("comparison-written", False, threshold, ev,
                           "optimization_results.md does not quote " + " nor ".join(missing) + " (evidence.json).")

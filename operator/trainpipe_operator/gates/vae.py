@@ -1,6 +1,8 @@
 """The ``vae`` task's execution checks (seed 004; docs/gates.md, "The VAE
-task"). ``execution.execution_checks`` adds them for evidence whose task is
-``vae``, so the post-baseline, optimization-complete and production-ready
+task"). ``execution.execution_checks`` adds them for a pipeline whose task
+is ``vae`` (after the checks every task runs: there ``leakage-suspect`` is
+skipped, the VAE reporting no accuracy, and ``overfit-gap`` is the relative
+loss gap over ``OVERFIT_LOSS_GAP``, warn only), so the post-baseline, optimization-complete and production-ready
 gates all run them.
 
 Check ids:
@@ -12,10 +14,6 @@ Check ids:
   sample, before beta and free bits) is at least ``POSTERIOR_COLLAPSE_KL``;
   below, the encoder carries no information and the diagnosis names
   posterior-collapse.
-* ``overfit-gap`` (warn only): ``loss_gap`` = (val_loss - train_loss) /
-  train_loss at the last epoch, at most ``VAE_LOSS_GAP_MAX``; above, it warns
-  and training continues (seed 004, truth 7). It replaces the classifier's
-  accuracy-gap check of the same id.
 * ``previews`` (mandatory): reconstruction previews were written, every wav
   the evidence lists exists under the run directory, none is silent.
 * ``retention`` (mandatory): the 3 most recent periodic checkpoints (the
@@ -42,12 +40,10 @@ from trainpipe_operator.gates.thresholds import (
     NO_LEARNING_DECREASE,
     POSTERIOR_COLLAPSE_KL,
     PREVIEW_SILENT_RMS,
-    VAE_LOSS_GAP_MAX,
 )
 from trainpipe_trainer.contract.evidence import EpochRecord, Evidence, PreviewRecord
 
 TASK = "vae"
-NOT_APPLICABLE = "not applicable to the vae task"
 DIAGNOSIS_POINTER = ("see the diagnosis (posterior-collapse): a longer KL warm-up, more free bits, a lower beta "
                      "or a cyclical KL schedule")
 AUDIBLE_KINDS = ("reconstruction", "prior")
@@ -144,30 +140,6 @@ def check_posterior_collapse(evidence: Evidence, files: RunFiles) -> Check:
                   f"val_kl {kl:.4f} nats per sample at epoch {last.num}{weighted} is under {threshold:g}: "
                   f"posterior collapse, the decoder ignores the latent code{_active_units(last)}; "
                   f"{DIAGNOSIS_POINTER}.")
-
-
-def check_loss_gap(evidence: Evidence, files: RunFiles) -> Check:
-    """Warn-only (seed 004, truth 7: "overfitting detection warns but continues")."""
-    ev = files.at(files.metrics_path)
-    threshold = VAE_LOSS_GAP_MAX
-    if not evidence.epochs:
-        return skipped("overfit-gap", "no epoch finished", ev, mandatory=False)
-    last = evidence.epochs[-1]
-    if not (is_finite(last.train_loss) and last.train_loss > 0):
-        return skipped("overfit-gap", f"the relative gap needs a finite, positive train loss (epoch {last.num}: "
-                       f"{last.train_loss})", ev, mandatory=False)
-    gap = last.loss_gap if is_finite(last.loss_gap) else (last.val_loss - last.train_loss) / last.train_loss
-    if not is_finite(gap):
-        return skipped("overfit-gap", f"epoch {last.num}'s val loss is not finite", ev, mandatory=False)
-    value = round(gap, 4)
-    losses = f"val loss {last.val_loss:.4f} vs train loss {last.train_loss:.4f} at epoch {last.num}"
-    if gap > threshold:
-        return warned("overfit-gap", value, threshold, ev,
-                      f"{losses}: a gap of {gap:.1%}, over {threshold:.0%}: overfitting; training continues "
-                      "(warn only), the diagnosis recommends augmentation, a smaller latent or weight decay.",
-                      mandatory=False)
-    return passed("overfit-gap", value, threshold, ev,
-                  f"{losses}: a gap of {gap:.1%}, within {threshold:.0%}.", mandatory=False)
 
 
 def _silent(p: PreviewRecord) -> str | None:
@@ -274,12 +246,6 @@ def check_retention(evidence: Evidence, files: RunFiles, checkpoint_every: int |
         return failed("retention", len(found), threshold, ev, "Checkpoint retention is off: " + "; ".join(problems) + ".")
     return passed("retention", len(found), threshold, ev,
                   f"Kept {', '.join(expected) or 'no periodic checkpoint yet'}, best_model.pt and last_model.pt.")
-
-
-def check_not_applicable(id: str, evidence: Evidence, files: RunFiles) -> Check:
-    """A classifier-only check (val accuracy) for a VAE run: skipped, saying so."""
-    return skipped(id, f"{NOT_APPLICABLE} (it reads val accuracy; a VAE reports none)",
-                   files.at(files.metrics_path), mandatory=False)
 
 
 def vae_checks(

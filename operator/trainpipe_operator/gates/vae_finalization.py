@@ -4,7 +4,7 @@ KL, once; the decoder exported to ONNX with onnxruntime parity).
 
 ``finalization.evaluate_finalization`` uses these in place of the
 classifier's test-evaluated, exported, export-parity and deployment-guide
-when the evidence's task is ``vae``; the ids stay the same.
+when the pipeline's task is ``vae``; the ids stay the same.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from trainpipe_operator.gates.checks import (
     quotes_figure,
 )
 from trainpipe_operator.gates.inputs import RunFiles
+from trainpipe_operator.gates.test_figures import test_metric
 from trainpipe_trainer.contract.results import (
     EXPORT_FILE,
     PARITY_ATOL,
@@ -32,17 +33,6 @@ from trainpipe_trainer.contract.results import (
 TEST_METRICS = ("test_loss", "test_recon", "test_kl")
 DECODER = "decoder"
 SAMPLING_CALL = "log_mel_to_audio"
-
-
-def test_metric(test: TestEvaluation | None, name: str) -> float | None:
-    """A test metric by name; ``test_loss`` falls back to ``loss`` (the same
-    negative ELBO); None when missing or not finite."""
-    if test is None:
-        return None
-    value = test.metrics.get(name)
-    if value is None and name == "test_loss":
-        value = test.loss
-    return value if is_finite(value) else None
 
 
 def check_vae_test_evaluated(test: TestEvaluation | None, files: RunFiles) -> Check:

@@ -39,13 +39,15 @@ class Progress:
             self._line(f"      {c.result.upper():4} {c.id}{value}{threshold}  {c.message[:100]}")
 
     @contextlib.contextmanager
-    def watch(self, phase: str, run_dir: Path, epochs: int | None) -> Iterator[None]:
-        """While a job runs, report each finished epoch."""
+    def watch(self, phase: str, run_dir: Path, epochs: int | None, metric: str = "val_acc") -> Iterator[None]:
+        """While a job runs, report each finished epoch: its losses and the
+        target's metric, by name (``val_acc``, ``val_recon``, ...)."""
         if not self.enabled or epochs is None:
             yield
             return
         stop = threading.Event()
-        thread = threading.Thread(target=self._poll, args=(phase, run_dir / "logs" / "metrics.json", epochs, stop),
+        thread = threading.Thread(target=self._poll,
+                                  args=(phase, run_dir / "logs" / "metrics.json", epochs, stop, metric),
                                   daemon=True)
         thread.start()
         try:
@@ -56,7 +58,7 @@ class Progress:
             if self.tty:
                 print(file=self.stream, flush=True)
 
-    def _poll(self, phase: str, metrics: Path, epochs: int, stop: threading.Event) -> None:
+    def _poll(self, phase: str, metrics: Path, epochs: int, stop: threading.Event, metric: str = "val_acc") -> None:
         seen = 0
         while not stop.wait(1.0):
             try:
@@ -68,10 +70,15 @@ class Progress:
             seen = len(records)
             last = records[-1]
             done = min(int(last["num"]), epochs)
-            text = (f"{phase} epoch {done}/{epochs} train_loss={last['train_loss']:.4f} "
-                    f"val_loss={last['val_loss']:.4f} val_acc={last['val_acc']:.4f} ETA {last['eta_seconds']:.0f}s")
+            shown = [f"{name}={_num(last.get(name))}" for name in dict.fromkeys(("train_loss", "val_loss", metric))]
+            text = f"{phase} epoch {done}/{epochs} {' '.join(shown)} ETA {_num(last.get('eta_seconds'), '.0f')}s"
             if self.tty:
                 filled = int(BAR * done / max(epochs, 1))
                 print(f"\r    [{'#' * filled}{'.' * (BAR - filled)}] {text}", end="", file=self.stream, flush=True)
             else:
                 self._line(f"    {text}")
+
+
+def _num(value: object, spec: str = ".4f") -> str:
+    """A figure from metrics.json, or n/a when the epoch did not report it."""
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"

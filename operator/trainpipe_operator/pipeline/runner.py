@@ -26,7 +26,7 @@ from trainpipe_operator.diagnosis.decide import (
     decide_after_diagnostics,
     decide_after_optimization,
 )
-from trainpipe_operator.diagnosis.direction import metric_from_evidence
+from trainpipe_operator.diagnosis.direction import metric_from_evidence, tracked_metric
 from trainpipe_operator.diagnosis.issues import diagnose
 from trainpipe_operator.diagnosis.recommendations import Recommendation, recommend
 from trainpipe_operator.diagnosis.report import (
@@ -62,6 +62,7 @@ from trainpipe_operator.reports.summary import render_summary
 from trainpipe_operator.reports.training import render_training_results
 from trainpipe_operator.spec.pipeline import TrainingPipeline
 from trainpipe_operator.spec.status import JobStatus, PipelineStatus, RunResult
+from trainpipe_operator.tasks import catalog_for
 from trainpipe_trainer.contract.data_report import DataReport
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.job_config import JobConfig
@@ -91,6 +92,9 @@ class LocalRunner:
                  metrics_port: int | None = None) -> None:
         self.pipeline = pipeline
         self.spec = pipeline.spec
+        # The task's metrics, by name and direction (never from torch).
+        self.catalog = catalog_for(self.spec)
+        self.tracked = tracked_metric(self.spec)  # a test_X target: its val_X proxy
         self.name = pipeline.metadata.name
         self.run_dir = run_dir.resolve()
         self.launcher = launcher
@@ -162,7 +166,7 @@ class LocalRunner:
         (seed 001): recorded once, so Finalization documents the ceiling and its
         target check warns instead of failing. A best that meets the target is
         not a ceiling."""
-        best = status.metrics.best_target_metric  # a test_acc target: its val_acc proxy
+        best = status.metrics.best_target_metric  # a test_X target: its val_X proxy
         if best is not None and self.spec.target.met(best):
             return
         status.accepted_best = status.accepted_best or reason
@@ -172,6 +176,7 @@ class LocalRunner:
         status.started_at = machine.now_iso()
         status.run_id = self.pipeline.metadata.uid or uuid.uuid4().hex[:8]
         status.observed_generation = self.pipeline.metadata.generation
+        status.metrics.target_metric, status.metrics.target_value = self.spec.target_metric, self.spec.target.value
         machine.record(status, "start", "pipeline accepted")
 
     def _planning(self, status: PipelineStatus) -> None:
@@ -224,7 +229,7 @@ class LocalRunner:
         executed = execution_checks(evidence, files, gpu, self.spec, budget, checkpoint_every=every)
         decision, reason = decide_after_baseline(evidence, execution_passed(executed), self.spec)
         report = render_training_results(f"Baseline results ({rel})", evidence, job.model_dump(mode="json", by_alias=True),
-                                         (decision, reason))
+                                         (decision, reason), self.catalog)
         rundir.write_text(out / "baseline_results.md", report)
         files = self._files(out, rel, "baseline_results.md")
         gate = evaluate_baseline(evidence, files, gpu, self.spec, budget, decision, rerun, checkpoint_every=every)
@@ -354,15 +359,17 @@ class LocalRunner:
         export_raw = rundir.read_json(out / "export.json")
         test = TestEvaluation.model_validate(test_raw) if test_raw else None
         export = ExportReport.model_validate(export_raw) if export_raw else None
-        target = f"{self.spec.target.metric} {'<=' if self.spec.target.metric == 'val_loss' else '>='} {self.spec.target.value}"
+        metric = self.spec.target_metric
+        target = f"{metric} {self.catalog.metric(metric).relation} {self.spec.target.value}"
         guide = None
+        what, figure = test_figure(test, metric, self.catalog)
         if test:
-            rundir.write_text(out / "test_results.md", render_test_results(test, target))
+            rundir.write_text(out / "test_results.md", render_test_results(test, target, self.catalog))
             status.metrics.test_acc = test.accuracy
+            status.metrics.test_target_metric = figure
         if export:
-            guide = render_deployment_guide(export, self._best_settings(status).model_name, test)
+            guide = render_deployment_guide(export, self._best_settings(status).model_name, test, self.catalog)
             rundir.write_text(out / "deployment_guide.md", guide)
-        what, figure = test_figure(test, self.spec.target.metric)
         if figure is not None and not self.spec.target.met(figure) and not status.accepted_best:
             # Validation met the target (that is how the pipeline got here),
             # the held-out split did not: the best result is still the best
@@ -402,7 +409,7 @@ class LocalRunner:
         """Write performance_ceiling.md: the best validation and test figures
         against the target, and what was tried."""
         out = self.run_dir / rundir.FINALIZATION
-        metric = "val_acc" if self.spec.target.metric == "test_acc" else self.spec.target.metric
+        metric = self.tracked.name
         best_value = status.metrics.best_target_metric
         tried = []
         for r in (r for r in status.runs if r.phase == "Optimization"):
@@ -413,7 +420,7 @@ class LocalRunner:
             tried.append((r.iteration, changes))
         text = render_performance_ceiling(
             target, self.spec.target.value, status.accepted_best or "", status.best_run,
-            (metric, best_value), test_figure(test, self.spec.target.metric), status.runs, tried)
+            (metric, best_value), test_figure(test, self.spec.target_metric, self.catalog), status.runs, tried)
         rundir.write_text(out / CEILING, text)
         return AcceptedBest(reason=status.accepted_best or "", best_value=best_value, ceiling_text=text)
 
@@ -485,7 +492,8 @@ class LocalRunner:
         if status.job.submission_id != submission or status.job.state != "RUNNING":
             status.job = JobStatus(submission_id=submission, phase=phase, state="RUNNING", attempt=attempt)
             self._save(status)
-        with self.progress.watch(phase, out, job.train.epochs if job.action == "train" else None):
+        with self.progress.watch(phase, out, job.train.epochs if job.action == "train" else None,
+                                 metric=self.tracked.name):
             outcome = self.launcher.run(job_file, out, submission)
         status.job.exit_code = outcome.exit_code
         status.job.message = outcome.message
@@ -548,9 +556,8 @@ class LocalRunner:
         self.progress.gate(title, gate)
 
     def _record_run(self, status: PipelineStatus, phase: str, rel: str, evidence: Evidence, iteration: int = 0) -> None:
-        metric = self.spec.target.metric if self.spec.target.metric != "test_acc" else "val_acc"
         result = RunResult(phase=phase, iteration=iteration, run_dir=rel, status=evidence.status,
-                           target_metric=metric_from_evidence(evidence, metric),
+                           target_metric=metric_from_evidence(evidence, self.tracked),
                            best_val_acc=evidence.best_val_acc, best_val_loss=evidence.best_val_loss)
         status.runs = [r for r in status.runs if r.run_dir != rel] + [result]
         if phase != "Finalization" and evidence.completed:
@@ -558,7 +565,7 @@ class LocalRunner:
             if best is None or best.run_dir == rel:
                 status.best_run = rel
         m = status.metrics
-        m.target_metric, m.target_value = self.spec.target.metric, self.spec.target.value
+        m.target_metric, m.target_value = self.spec.target_metric, self.spec.target.value
         m.final_train_loss = evidence.final_train_loss
         m.gpu_util_mean = evidence.gpu_util_mean
         finished = [r for r in status.runs if r.best_val_acc is not None]
@@ -572,7 +579,7 @@ class LocalRunner:
                       and r.target_metric is not None]
         if not candidates:
             return None
-        lower = self.spec.target.metric == "val_loss"
+        lower = self.tracked.lower_is_better
         return (min if lower else max)(candidates, key=lambda r: r.target_metric)  # type: ignore[arg-type,return-value]
 
     def _baseline_result(self, status: PipelineStatus) -> RunResult | None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from trainpipe_operator.gates.checks import GateResult
+from trainpipe_operator.gates.test_figures import test_metric
 from trainpipe_operator.gates.vae_finalization import DECODER
 from trainpipe_operator.reports.gate import render_gate
 from trainpipe_operator.reports.markdown import fmt, table
 from trainpipe_operator.reports.vae import render_vae_deployment_guide, render_vae_test_results
 from trainpipe_operator.spec.status import RunResult
+from trainpipe_operator.tasks import CLASSIFICATION, TaskCatalog
 from trainpipe_trainer.contract.evidence import PreviewRecord
 from trainpipe_trainer.contract.job_config import AudioConfig, VaeConfig
 from trainpipe_trainer.contract.results import ExportReport, TestEvaluation
@@ -21,11 +23,19 @@ from trainpipe_trainer.contract.results import ExportReport, TestEvaluation
 GUIDE_SECTIONS = ("Inputs", "Preprocessing", "Outputs", "Loading")
 
 
-def render_test_results(test: TestEvaluation, target: str, previews: Sequence[PreviewRecord] = ()) -> str:
-    """``previews``: the final training's (``evidence.previews``); a VAE's
-    test results embed the last of them (``test.task`` picks the layout)."""
-    if test.task == "vae":
+def _test_value(test: TestEvaluation, name: str) -> float | None:
+    return test_metric(test, name)  # the gate's reading: one definition
+
+
+def render_test_results(test: TestEvaluation, target: str, catalog: TaskCatalog = CLASSIFICATION,
+                        previews: Sequence[PreviewRecord] = ()) -> str:
+    """The layout is the task's (``catalog``, or a ``vae`` test evaluation):
+    a VAE's test results embed the last of ``previews``, the final
+    training's (``evidence.previews``); a custom task's list its metrics."""
+    if catalog.task == "vae" or test.task == "vae":
         return render_vae_test_results(test, target, previews)
+    if catalog.task != "classification":
+        return _render_task_test_results(test, target, catalog)
     rows = [(c.class_name, c.precision, c.recall, c.f1, c.support) for c in test.per_class]
     lines = [
         "# Test results",
@@ -54,14 +64,41 @@ def render_test_results(test: TestEvaluation, target: str, previews: Sequence[Pr
     return "\n".join(lines)
 
 
-def render_deployment_guide(export: ExportReport, model_name: str, test: TestEvaluation | None, *,
+def _render_task_test_results(test: TestEvaluation, target: str, catalog: TaskCatalog) -> str:
+    """A task without classes: its test metrics by name (every figure the
+    evaluation wrote, the catalog's first)."""
+    names = [m.name for m in catalog.of_split("test")]
+    names += [n for n in test.metrics if n not in names]
+    described = {m.name: m.description for m in catalog.metrics}
+    lines = [
+        "# Test results",
+        "",
+        "The held-out test split, never used for training or model selection, evaluated once.",
+        "",
+        table(["", ""], [
+            ("task", catalog.task), ("samples", test.samples), ("target", target),
+            ("checkpoint", f"{test.checkpoint} (epoch {test.checkpoint_epoch})"),
+        ]),
+        "",
+        "## Metrics",
+        "",
+        table(["metric", "value", "meaning"], [(n, _test_value(test, n), described.get(n, "")) for n in names]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_deployment_guide(export: ExportReport, model_name: str, test: TestEvaluation | None,
+                            catalog: TaskCatalog = CLASSIFICATION, *,
                             vae: VaeConfig | None = None, audio: AudioConfig | None = None) -> str:
-    """A VAE (a vae test evaluation, or an exported decoder) gets the
-    sampling guide; ``vae`` and ``audio`` are the final job's ``vae`` and
+    """A VAE (task vae, a vae test evaluation, or an exported decoder) gets
+    the sampling guide; ``vae`` and ``audio`` are the final job's ``vae`` and
     ``data.audio`` sections (latent size, mel settings; defaults when None).
-    A classifier's guide ignores them."""
-    if (test is not None and test.task == "vae") or DECODER in export.parts:
+    Other tasks' guides ignore them."""
+    if catalog.task == "vae" or (test is not None and test.task == "vae") or DECODER in export.parts:
         return render_vae_deployment_guide(export, model_name, test, vae, audio)
+    if catalog.task != "classification":
+        return _render_task_deployment_guide(export, model_name, test, catalog)
     pre = export.preprocessing
     shape = export.input_shape or [1, 3, pre.image_size if pre else "H", pre.image_size if pre else "W"]
     lines = [
@@ -121,6 +158,51 @@ def render_deployment_guide(export: ExportReport, model_name: str, test: TestEva
     return "\n".join(lines)
 
 
+def _render_task_deployment_guide(export: ExportReport, model_name: str, test: TestEvaluation | None,
+                                  catalog: TaskCatalog) -> str:
+    """A task without classes: what the export report says the model takes and
+    gives, each exported part, how to load each artifact."""
+    figures = ", ".join(f"{m.name} {fmt(_test_value(test, m.name))}" for m in catalog.of_split("test")) if test else ""
+    shape = export.input_shape or ["batch", "..."]
+    lines = [
+        "# Deployment guide",
+        "",
+        f"Model `{model_name}` (task {catalog.task})" + (f"; on the held-out test split: {figures}." if figures else "."),
+        "",
+        "## Inputs",
+        "",
+        f"A float32 tensor of shape `{shape}`; the batch dimension is "
+        + ("dynamic." if export.dynamic_batch else "fixed at export time.")
+        + f" ONNX input name: `{export.input_name}`.",
+        "",
+        "## Preprocessing",
+        "",
+        "As in training (the job config in `job.yaml`: "
+        + ("`data.audio`: resample, chunk, log-mel spectrogram)." if catalog.task == "vae" else "the task's own)."),
+        "",
+        "## Outputs",
+        "",
+        f"ONNX output `{export.output_name}`: {export.output}",
+        "",
+    ]
+    if export.parts:
+        lines += [table(["part", "file"], sorted(export.parts.items())), ""]
+    lines += ["## Loading", ""]
+    for artifact in export.artifacts:
+        state = "ok" if artifact.checker_ok and not artifact.error else f"FAILED: {artifact.error}"
+        lines += [f"### {artifact.format} (`{artifact.path}`, {artifact.kind}, {state})", "", "```python",
+                  artifact.load, "```", ""]
+    lines += [
+        "## Parity",
+        "",
+        table(["runtime", "samples", "max abs diff", "allclose (rtol, atol)"], [
+            (p.runtime, p.samples, p.max_abs_diff, f"{fmt(p.allclose)} ({p.rtol}, {p.atol})") for p in export.parity
+        ]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def render_performance_ceiling(
     target: str,
     target_value: float,
@@ -158,9 +240,7 @@ def render_performance_ceiling(
         "",
         "## What was tried",
         "",
-        table(["phase", "iteration", "run", "status", "target metric (validation)", "best val acc", "best val loss"],
-              [(r.phase, r.iteration, r.run_dir, r.status, r.target_metric, r.best_val_acc, r.best_val_loss)
-               for r in runs]),
+        _runs_table(runs, best[0]),
         "",
     ]
     for iteration, changes in tried:
@@ -172,6 +252,20 @@ def render_performance_ceiling(
         "",
     ]
     return "\n".join(lines)
+
+
+def _runs_table(runs: list[RunResult], metric: str) -> str:
+    """Every run and its target metric (by name); the best val accuracy only
+    where a run recorded one (classification)."""
+    accuracy = any(r.best_val_acc is not None for r in runs)
+    headers = ["phase", "iteration", "run", "status", f"target metric (validation: {metric})"]
+    if accuracy:
+        headers[-1] = "target metric (validation)"
+        return table([*headers, "best val acc", "best val loss"],
+                     [(r.phase, r.iteration, r.run_dir, r.status, r.target_metric, r.best_val_acc, r.best_val_loss)
+                      for r in runs])
+    return table([*headers, "best val loss"],
+                 [(r.phase, r.iteration, r.run_dir, r.status, r.target_metric, r.best_val_loss) for r in runs])
 
 
 def render_production_ready(gate: GateResult, budget_note: str | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from trainpipe_operator.reports.markdown import fmt, table
 from trainpipe_operator.spec.pipeline import TrainingPipeline
+from trainpipe_operator.tasks import catalog_for
 
 
 def render_summary(pipeline: TrainingPipeline) -> str:
@@ -12,15 +13,24 @@ def render_summary(pipeline: TrainingPipeline) -> str:
     assert status is not None
     spec = pipeline.spec
     m = status.metrics
+    catalog = catalog_for(spec)
+    metric = spec.target_metric
+    if catalog.task == "classification":
+        figures: list[tuple[str, object]] = [("best val accuracy", m.best_val_acc), ("best val loss", m.best_val_loss),
+                                             ("test accuracy", m.test_acc)]
+    else:  # the task's metrics, by name
+        tracked, on_test = catalog.tracked(metric), catalog.on_test(metric)
+        figures = [(f"best {tracked.name}", m.best_target_metric), ("best val loss", m.best_val_loss),
+                   (on_test.name if on_test else "test", m.test_target_metric)]
     lines = [
         f"# Pipeline {pipeline.metadata.name}",
         "",
         f"Phase: **{status.phase}**" + (f": {status.message}" if status.message else ""),
         "",
         table(["", ""], [
-            ("target", f"{spec.target.metric} {'<=' if spec.target.metric == 'val_loss' else '>='} {spec.target.value}"),
-            ("best val accuracy", m.best_val_acc), ("best val loss", m.best_val_loss),
-            ("test accuracy", m.test_acc), ("optimization iterations", status.iteration),
+            ("task", catalog.task),
+            ("target", f"{metric} {catalog.metric(metric).relation} {spec.target.value}"),
+            *figures, ("optimization iterations", status.iteration),
             ("started", status.started_at), ("finished", status.finished_at),
             *([("accepted best, target not met", status.accepted_best)] if status.accepted_best else []),
         ]),

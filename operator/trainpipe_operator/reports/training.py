@@ -1,7 +1,9 @@
 """``baseline_results.md`` (and the same shape for optimization and final
 training runs): Configuration, Final Metrics, Training Profile, Checkpoints,
 Learning Curves, Decision, Environment — the sections the post-baseline
-gate asks for."""
+gate asks for. The metrics are the task's, by name (its catalog): a
+classifier's accuracies, a VAE's reconstruction and KL, a custom task's
+declared metrics."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import yaml
 
 from trainpipe_operator.reports import vae
 from trainpipe_operator.reports.markdown import fmt, seconds, table
-from trainpipe_trainer.contract.evidence import Evidence
+from trainpipe_operator.tasks import CLASSIFICATION, TaskCatalog
+from trainpipe_trainer.contract.evidence import EpochRecord, Evidence
 
 SECTIONS = (
     "Configuration", "Final Metrics", "Training Profile", "Checkpoints",
@@ -20,14 +23,33 @@ SECTIONS = (
 )
 
 
+def _task_rows(catalog: TaskCatalog, epochs: list[EpochRecord]) -> list[tuple[str, str]]:
+    """(label, metric name) of the task's per-epoch metrics: each validation
+    metric, preceded by its train counterpart where the epochs report one."""
+    if catalog.task == "classification":
+        return [("train accuracy", "train_acc"), ("val accuracy", "val_acc"), ("val top-5", "val_top5")]
+    rows = []
+    for metric in catalog.of_split("val"):
+        if metric.name == "val_loss":
+            continue
+        train = "train_" + metric.name.removeprefix("val_")
+        if any(e.metric(train) is not None for e in epochs):
+            rows.append((train, train))
+        rows.append((metric.name, metric.name))
+    return rows
+
+
 def render_training_results(
-    title: str, evidence: Evidence, job_config: dict[str, Any], decision: tuple[str, str] | None
+    title: str, evidence: Evidence, job_config: dict[str, Any], decision: tuple[str, str] | None,
+    catalog: TaskCatalog = CLASSIFICATION,
 ) -> str:
-    is_vae = evidence.task == "vae"  # the ELBO's terms instead of accuracy, and the previews
+    is_vae = catalog.task == "vae"  # the ELBO's terms instead of accuracy, and the previews
     last = evidence.epochs[-1] if evidence.epochs else None
     best = next((e for e in evidence.epochs if e.num == evidence.best_epoch), None)
-    keys = ("task", "seed", "data", "model", "train", "vae", "resources") if is_vae else (
-        "seed", "data", "model", "train", "resources")
+    task_rows = _task_rows(catalog, evidence.epochs)
+    keys = {"classification": ("seed", "data", "model", "train", "resources"),
+            "vae": ("seed", "task", "vae", "data", "model", "train", "resources")}.get(
+        catalog.task, ("seed", "task", "customTask", "data", "model", "train", "resources"))
     config_yaml = yaml.safe_dump({k: job_config[k] for k in keys if k in job_config}, sort_keys=False)
     lines = [f"# {title}", "", f"Status: **{evidence.status}** ({evidence.reason})", ""]
 
@@ -40,9 +62,7 @@ def render_training_results(
         rows: list[tuple[object, ...]] = vae.final_metric_rows(last, best) if is_vae else [
             ("train loss", last.train_loss, best.train_loss if best else None),
             ("val loss", last.val_loss, best.val_loss if best else None),
-            ("train accuracy", last.train_acc, best.train_acc if best else None),
-            ("val accuracy", last.val_acc, best.val_acc if best else None),
-            ("val top-5", last.val_top5, best.val_top5 if best else None),
+            *((label, last.metric(name), best.metric(name) if best else None) for label, name in task_rows),
             ("train-val loss gap", last.loss_gap, best.loss_gap if best else None),
         ]
         lines += [table(["metric", f"final (epoch {last.num})", f"best (epoch {evidence.best_epoch})"], rows), ""]
@@ -67,8 +87,14 @@ def render_training_results(
     if evidence.epochs and is_vae:
         lines += [table(vae.EPOCH_HEADERS, vae.epoch_rows(evidence)), ""]
     elif evidence.epochs:
-        per_epoch = [(e.num, e.train_loss, e.val_loss, e.train_acc, e.val_acc, e.lr, e.epoch_seconds, e.skipped_steps) for e in evidence.epochs]
-        lines += [table(["epoch", "train loss", "val loss", "train acc", "val acc", "lr", "seconds", "skipped"], per_epoch), ""]
+        if catalog.task == "classification":
+            columns = [("train acc", "train_acc"), ("val acc", "val_acc")]
+        else:
+            columns = task_rows
+        per_epoch = [(e.num, e.train_loss, e.val_loss, *(e.metric(name) for _, name in columns), e.lr,
+                      e.epoch_seconds, e.skipped_steps) for e in evidence.epochs]
+        headers = ["epoch", "train loss", "val loss", *(label for label, _ in columns), "lr", "seconds", "skipped"]
+        lines += [table(headers, per_epoch), ""]
 
     lines += ["## Checkpoints", ""]
     rows = [(name, c.path, c.exists, c.loads, c.epoch, c.val_loss, c.error or "") for name, c in evidence.checkpoints.items()]

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from trainpipe_operator.gates.inputs import safe_relative
-from trainpipe_operator.gates.vae_finalization import DECODER, SAMPLING_CALL, test_metric
+from trainpipe_operator.gates.test_figures import test_metric
+from trainpipe_operator.gates.vae_finalization import DECODER, SAMPLING_CALL
 from trainpipe_operator.reports.markdown import fmt, table
 from trainpipe_trainer.contract.evidence import EpochRecord, Evidence, PreviewRecord
 from trainpipe_trainer.contract.job_config import AudioConfig, VaeConfig
@@ -42,14 +43,15 @@ def _m(record: EpochRecord | None, name: str) -> float | None:
 
 
 def final_metric_rows(last: EpochRecord, best: EpochRecord | None) -> list[tuple[object, ...]]:
-    """Final Metrics for a VAE: the negative ELBO and its terms (nats per sample)."""
+    """Final Metrics for a VAE: the negative ELBO and its terms (nats per
+    sample), labelled with the metric names the catalog and the gates use."""
     return [
         ("train loss (negative ELBO)", last.train_loss, best.train_loss if best else None),
         ("val loss (negative ELBO)", last.val_loss, best.val_loss if best else None),
-        ("val reconstruction", _m(last, "val_recon"), _m(best, "val_recon")),
-        ("val KL (nats per sample)", _m(last, "val_kl"), _m(best, "val_kl")),
-        ("train reconstruction", _m(last, "train_recon"), _m(best, "train_recon")),
-        ("train KL", _m(last, "train_kl"), _m(best, "train_kl")),
+        ("val_recon (reconstruction)", _m(last, "val_recon"), _m(best, "val_recon")),
+        ("val_kl (nats per sample)", _m(last, "val_kl"), _m(best, "val_kl")),
+        ("train_recon (reconstruction)", _m(last, "train_recon"), _m(best, "train_recon")),
+        ("train_kl (nats per sample)", _m(last, "train_kl"), _m(best, "train_kl")),
         ("KL weight", _m(last, "kl_weight"), _m(best, "kl_weight")),
         ("active latent units", _m(last, "active_units"), _m(best, "active_units")),
         ("train-val loss gap", last.loss_gap, best.loss_gap if best else None),

@@ -3,26 +3,56 @@
 Defaults follow the master workflow (seed 001): baseline 20 epochs at lr 1e-3,
 at most 3 optimization iterations, final training 100 epochs with patience
 10, a 12-hour budget. Every field has a description: it becomes the CRD's.
+
+``spec.task`` decides what the rest means: which models and augmentations
+exist, which metrics a target may name and which way is better (the task's
+catalog, ``trainpipe_operator.tasks``). Rules across fields are field
+validators on :class:`PipelineSpec` that read the task, so each problem is
+reported at its own field (``spec.model.name``, ``spec.target.metric``,
+``spec.data.augment[1]``) next to every other problem in the manifest.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
 from trainpipe_operator.spec.base import CamelModel
 from trainpipe_operator.spec.status import PipelineStatus
+from trainpipe_operator.tasks import (
+    CLASSIFICATION,
+    CLASSIFICATION_MODELS,
+    METRIC_NAME_PATTERN,
+    TaskCatalog,
+    catalog_for_task,
+    quoted,
+)
+from trainpipe_trainer.contract.job_config import ENTRYPOINT_PATTERN, TASKS
 
 API_GROUP = "trainpipe.io"
 API_VERSION = f"{API_GROUP}/v1alpha1"
 KIND = "TrainingPipeline"
 
-# The trainer's model registry, named here because the control plane never
-# imports torch; a test keeps the two lists equal.
-MODEL_NAMES = ("resnet18", "resnet50", "smallcnn")
-AUGMENTATIONS = ("hflip", "crop", "rotation", "colorjitter")
+# The classification task's models and augmentations (the first task's, kept
+# under these names); every task's are in its catalog (trainpipe_operator.tasks).
+MODEL_NAMES = CLASSIFICATION_MODELS
+AUGMENTATIONS = CLASSIFICATION.augmentations or ()
+DEFAULT_TARGET_VALUE = 0.9
+CUSTOM_TASK_REQUIRED = ("required when spec.task is custom: customTask.entrypoint (module:object, e.g. "
+                        "mypkg.tasks:Regression) and customTask.metrics (name, direction) at least")
+DATA_SOURCE_HINT = ("name the dataset: builtin:digits (classification), builtin:tones (vae), or a path: an "
+                    "ImageFolder or a folder of audio files (under the operator: relative to, or absolute under, "
+                    "<artifactRoot>/<namespace>/)")
 DURATION_PATTERN = r"^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -43,9 +73,75 @@ def parse_duration(text: str) -> float:
     return float(seconds)
 
 
+def _pattern_check(value: Any, pattern: str, what: str) -> Any:
+    """Before the pattern check, so the message says what is expected rather
+    than quoting the regular expression."""
+    if isinstance(value, str) and not re.fullmatch(pattern, value):
+        raise ValueError(f"{value!r} is not {what}")
+    return value
+
+
+def _field_error(loc: tuple[str | int, ...], value: Any, message: str) -> InitErrorDetails:
+    return InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": ValueError(message)})
+
+
+def _raise(title: str, errors: list[InitErrorDetails]) -> None:
+    """Errors at nested locations (``name`` of ``spec.model``), raised from a
+    field validator: pydantic prefixes the field's own location."""
+    if errors:
+        raise ValidationError.from_exception_data(title, errors)
+
+
+def _fail(title: str, loc: tuple[str | int, ...], value: Any, message: str) -> NoReturn:
+    raise ValidationError.from_exception_data(title, [_field_error(loc, value, message)])
+
+
+class CustomMetricSpec(CamelModel):
+    """One metric a custom task reports: the control plane learns its
+    direction here, since it never imports the task."""
+
+    name: str = Field(..., pattern=METRIC_NAME_PATTERN,
+                      description="val_<name> (per epoch) or test_<name> (held-out test split), e.g. val_mae")
+    direction: Literal["maximize", "minimize"] = Field(..., description="which way is better")
+    kind: Literal["fraction", "loss", "nats", "count", "value"] = Field(
+        "value", description="fraction: in [0, 1] (a target is at most 1); loss, nats, count, or any value"
+    )
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        return _pattern_check(value, METRIC_NAME_PATTERN,
+                              "a metric name: val_ or test_, then lowercase letters, digits and '_'")
+
+
+class CustomTaskSpec(CamelModel):
+    """``task: custom``: a task the user installs in the trainer image,
+    implementing the built-in tasks' interface."""
+
+    entrypoint: str = Field(..., pattern=ENTRYPOINT_PATTERN,
+                            description="the task's import path, module:object (e.g. mypkg.tasks:Regression)")
+    options: dict[str, Any] = Field(default_factory=dict, description="passed to the task as is")
+    metrics: list[CustomMetricSpec] = Field(
+        ..., min_length=1,
+        description="the metrics the task reports, first val_ metric first: it is the default target",
+    )
+
+    @field_validator("entrypoint", mode="before")
+    @classmethod
+    def _entrypoint(cls, value: Any) -> Any:
+        return _pattern_check(value, ENTRYPOINT_PATTERN, "an import path module:object (e.g. mypkg.tasks:Regression)")
+
+    @model_validator(mode="after")
+    def _catalog(self) -> CustomTaskSpec:
+        catalog_for_task("custom", self.metrics)  # names unique, a val_ metric declared
+        return self
+
+
 class ModelSpec(CamelModel):
-    name: Literal["resnet18", "resnet50", "smallcnn"] = Field(
-        "smallcnn", description="a model from the trainer's registry"
+    name: str | None = Field(
+        None, min_length=1,
+        description=("a model of the task: classification resnet18, resnet50, smallcnn (default); vae vae-small "
+                     "(default), vae-medium, vae-large; custom: any name, passed to the task (default: default)"),
     )
     pretrained: str | None = Field(
         None, description=("a local weights file, never downloaded; under the operator: a path relative to, "
@@ -68,40 +164,104 @@ class SplitSpec(CamelModel):
         return self
 
 
+class AudioSpec(CamelModel):
+    """How audio files become training samples (the vae task; a custom task
+    may read it too). Mirrors the job config's ``data.audio``."""
+
+    sample_rate: int = Field(16000, ge=4000, le=192000, description="every file is resampled to this rate (Hz)")
+    chunk_seconds: float = Field(1.0, ge=0.1, le=30, description="files are cut into chunks of this length (s)")
+    n_mels: int = Field(64, ge=8, le=256, description="mel bands of the log-mel spectrogram")
+    n_fft: int = Field(1024, ge=64, le=8192, description="FFT size of the spectrogram")
+    hop_length: int = Field(256, ge=16, le=4096, description="samples between spectrogram frames")
+    silence_dbfs: float = Field(-60.0, le=0, description="a file whose RMS is below this (dBFS) is reported silent")
+
+
 class DataSpec(CamelModel):
-    source: str = Field(
-        "builtin:digits",
+    # Required, without a schema-level "required": a validator refuses the
+    # missing value with what to write (the CRD then still defaults spec and
+    # spec.data to {}, and the operator and the webhook name the field).
+    source: str | None = Field(
+        None,
         min_length=1,
-        description=("builtin:digits, an ImageFolder path, or a file:/// URI; under the operator: a path "
-                     "relative to, or absolute under, <artifactRoot>/<namespace>/"),
+        validate_default=True,
+        description=("required: builtin:digits (classification), builtin:tones (vae), an ImageFolder path or a "
+                     "folder of audio files, or a file:/// URI; under the operator: a path relative to, or absolute "
+                     "under, <artifactRoot>/<namespace>/"),
     )
     split: SplitSpec = Field(default_factory=SplitSpec, description="used when the source is not pre-split")
     image_size: int = Field(32, ge=8, le=1024, description="images are resized to this square size (px)")
     batch_size: int = Field(64, ge=1, le=65536, description="samples per batch per worker")
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes per training worker")
-    augment: list[Literal["hflip", "crop", "rotation", "colorjitter"]] = Field(
-        default_factory=list, description="training-split augmentations, by name"
+    augment: list[str] = Field(
+        default_factory=list,
+        description=("training-split augmentations, by name: classification hflip, crop, rotation, colorjitter; "
+                     "vae gain, shift, noise, mask; custom: the task's own"),
     )
+    audio: AudioSpec | None = Field(
+        None, description="audio settings (task vae or custom; default: 16 kHz, 1 s chunks, 64 mel bands)"
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source_given(cls, value: str | None) -> str | None:
+        if value is None:
+            raise ValueError(f"required: {DATA_SOURCE_HINT}")
+        return value
 
 
 class TargetSpec(CamelModel):
-    metric: Literal["val_acc", "val_loss", "test_acc"] = Field(
-        "val_acc", description="the metric the pipeline must reach"
+    metric: str | None = Field(
+        None, min_length=1,
+        description=("the metric the pipeline must reach, by name: one the task reports (classification val_acc, "
+                     "val_top5, val_loss, test_acc, test_top5, test_loss; vae val_recon, val_loss, test_recon, "
+                     "test_loss; custom: a declared metric); default: the task's primary (val_acc, val_recon, the "
+                     "custom task's first val_ metric)"),
     )
-    value: float = Field(0.9, ge=0, description="accuracy: at least this; loss: at most this")
-
-    @model_validator(mode="after")
-    def _accuracy_range(self) -> TargetSpec:
-        if self.metric.endswith("_acc") and self.value > 1:
-            raise ValueError(
-                f"value: a target for {self.metric} (an accuracy) is a fraction in [0, 1], got {self.value:g}"
-            )
-        return self
+    value: float = Field(
+        DEFAULT_TARGET_VALUE, ge=0,
+        description="a metric to maximize: at least this; to minimize (a loss): at most this",
+    )
+    # Which way is better, from the task's catalog (set by PipelineSpec);
+    # None: a target outside a spec, read with the classification catalog.
+    _lower_is_better: bool | None = PrivateAttr(None)
 
     def met(self, value: float | None) -> bool:
+        """``value`` reaches the target in the metric's direction (at most the
+        value for a metric to minimize, at least it otherwise)."""
         if value is None:
             return False
-        return value <= self.value if self.metric == "val_loss" else value >= self.value
+        lower = self._lower_is_better
+        if lower is None:
+            known = CLASSIFICATION.get(self.metric or CLASSIFICATION.primary)
+            lower = known.lower_is_better if known is not None else False
+        return value <= self.value if lower else value >= self.value
+
+
+class KlAnnealSpec(CamelModel):
+    """The KL weight's warm-up (mirrors the job config's ``vae.klAnneal``)."""
+
+    schedule: Literal["linear", "cyclical", "none"] = Field(
+        "linear", description="linear: 0 to beta over warmupEpochs; cyclical: that rise `cycles` times; none: beta"
+    )
+    warmup_epochs: float = Field(5.0, gt=0, le=10000, description="epochs over which the KL weight rises to beta")
+    cycles: int = Field(4, ge=1, le=1000, description="rises over the run (cyclical schedule)")
+
+
+class VaeSpec(CamelModel):
+    """The vae task's loss, previews and export (mirrors the job config's ``vae``)."""
+
+    latent_dim: int = Field(16, ge=2, le=1024, description="size of the latent space")
+    beta: float = Field(1.0, ge=0, le=1000, description="weight of the KL term at full strength")
+    free_bits: float = Field(0.1, ge=0, le=100, description="nats per latent dimension under which KL is not pushed")
+    kl_anneal: KlAnnealSpec = Field(default_factory=KlAnnealSpec, description="the KL weight's warm-up")
+    preview_every: int = Field(5, ge=1, le=100000, description="write audio previews every N epochs (and at the last)")
+    preview_clips: int = Field(3, ge=1, le=32, description="validation clips reconstructed in each preview")
+    prior_samples: int = Field(2, ge=0, le=32, description="clips sampled from the prior in each preview")
+    griffin_lim_iters: int = Field(32, ge=1, le=1000, description="Griffin-Lim iterations turning a spectrogram into audio")
+    export_parts: list[Literal["decoder", "encoder", "model"]] = Field(
+        default_factory=lambda: list[Literal["decoder", "encoder", "model"]](["decoder"]), min_length=1,
+        description="the parts exported in Finalization",
+    )
 
 
 class BaselineSpec(CamelModel):
@@ -162,7 +322,9 @@ class GatesSpec(CamelModel):
     gpu_util_min: float = Field(60, ge=0, le=100, description="mean GPU utilization (%) that passes")
     gpu_util_warn: float = Field(40, ge=0, le=100, description="below this the GPU check fails; between warns")
     epoch_time_jitter: float = Field(0.2, gt=0, le=10, description="allowed deviation from the median epoch time")
-    overfit_gap: float = Field(0.1, gt=0, le=1, description="train - val accuracy gap that signals overfitting")
+    overfit_gap: float = Field(
+        0.1, gt=0, le=1, description="train - val accuracy gap that signals overfitting (classification)"
+    )
     reproducibility: bool = Field(False, description="re-run the baseline with the same seed and compare losses")
     gpu_utilization: GpuUtilizationGateSpec = Field(
         default_factory=GpuUtilizationGateSpec,
@@ -235,10 +397,21 @@ class ApprovalSpec(CamelModel):
 
 class PipelineSpec(CamelModel):
     seed: int = Field(42, ge=0, le=2**32 - 1, description="seeds every random source")
-    task: Literal["classification", "vae"] = Field("classification", description="the task")
-    model: ModelSpec = Field(default_factory=ModelSpec, description="the model")
-    data: DataSpec = Field(default_factory=DataSpec, description="the dataset")
-    target: TargetSpec = Field(default_factory=TargetSpec, description="what production-ready means")
+    task: Literal["classification", "vae", "custom"] = Field(
+        "classification",
+        description="classification (images), vae (a generative model of small audio datasets), or custom (customTask)",
+    )
+    custom_task: CustomTaskSpec | None = Field(
+        None, description="task custom only (required there): the task's import path and metrics"
+    )
+    model: ModelSpec = Field(default_factory=ModelSpec, validate_default=True, description="the model")
+    data: DataSpec = Field(
+        default_factory=dict,  # validated: a missing data.source is named
+        validate_default=True, description="the dataset (data.source is required)",
+    )
+    target: TargetSpec = Field(default_factory=TargetSpec, validate_default=True,
+                               description="what production-ready means")
+    vae: VaeSpec | None = Field(None, description="task vae only: loss, previews, export (defaults apply when absent)")
     baseline: BaselineSpec = Field(default_factory=BaselineSpec, description="Phase 2 settings")
     optimization: OptimizationSpec = Field(default_factory=OptimizationSpec, description="Phase 4 limits")
     finalization: FinalizationSpec = Field(default_factory=FinalizationSpec, description="Phase 5 settings")
@@ -247,6 +420,131 @@ class PipelineSpec(CamelModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="per-job resources")
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="where jobs run")
     approval: ApprovalSpec = Field(default_factory=ApprovalSpec, description="human approval")
+
+    # Each rule below reads spec.task (validated first: fields validate in
+    # order), so each reports at its own field, among the manifest's other
+    # problems. A task that failed validation skips them (its own error says why).
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _custom_task_required(cls, data: Any, handler: Any) -> Any:
+        """``task: custom`` without ``customTask``, reported at ``customTask``
+        next to the manifest's other problems (a field validator of a
+        missing field would name it custom_task)."""
+        missing = (isinstance(data, dict) and data.get("task") == "custom"
+                   and data.get("customTask", data.get("custom_task")) is None)
+        problem = _field_error(("customTask",), None, CUSTOM_TASK_REQUIRED)
+        try:
+            spec = handler(data)
+        except ValidationError as exc:
+            if not missing:
+                raise
+            raise ValidationError.from_exception_data(exc.title, [*exc.errors(), problem]) from None  # type: ignore[list-item]
+        if missing:
+            raise ValidationError.from_exception_data(cls.__name__, [problem])
+        return spec
+
+    @field_validator("custom_task")
+    @classmethod
+    def _custom_task_for_custom(cls, value: CustomTaskSpec | None, info: ValidationInfo) -> CustomTaskSpec | None:
+        task = info.data.get("task")
+        if task is not None and task != "custom" and value is not None:
+            raise ValueError(f"only read when spec.task is 'custom' (it is {task!r}): remove it")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_of_task(cls, value: ModelSpec, info: ValidationInfo) -> ModelSpec:
+        catalog = _catalog(info)
+        if catalog is None:
+            return value
+        if value.name is None:
+            return value.model_copy(update={"name": catalog.default_model})
+        if not catalog.allows_model(value.name):
+            _fail("ModelSpec", ("name",), value.name,
+                  f"{value.name!r} is not a model of task {catalog.task}; allowed: {quoted(catalog.models or ())}")
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _data_of_task(cls, value: DataSpec, info: ValidationInfo) -> DataSpec:
+        task = info.data.get("task")
+        catalog = _catalog(info)
+        errors = []
+        if catalog is not None:
+            for i, name in enumerate(value.augment):
+                if not catalog.allows_augmentation(name):
+                    errors.append(_field_error(("augment", i), name, (
+                        f"{name!r} is not an augmentation of task {catalog.task}; "
+                        f"allowed: {quoted(catalog.augmentations or ())}")))
+            if value.source is not None and not catalog.allows_dataset(value.source):
+                errors.append(_field_error(("source",), value.source, (
+                    f"{value.source!r} is not a built-in dataset of task {catalog.task}; "
+                    f"use {' or '.join(catalog.datasets or ())}, or a path")))
+        if task == "classification" and value.audio is not None:
+            errors.append(_field_error(("audio",), value.audio.dump(),
+                                       "only read by task vae or custom (spec.task is 'classification'): remove it"))
+        _raise("DataSpec", errors)
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _target_of_task(cls, value: TargetSpec, info: ValidationInfo) -> TargetSpec:
+        catalog = _catalog(info)
+        if catalog is None:
+            return value
+        name = value.metric or catalog.primary
+        metric = catalog.get(name)
+        if metric is None or not metric.targetable:
+            _fail("TargetSpec", ("metric",), name,
+                  f"{name!r} is not a metric task {catalog.task} can target; allowed: {quoted(catalog.targetable())}")
+        if metric.split == "test" and catalog.tracked(name) is metric:
+            _fail("TargetSpec", ("metric",), name,
+                  f"{name!r} is measured once, on the test split, and task {catalog.task} reports no "
+                  f"val_{name.removeprefix('test_')} to track it by until then; declare it, or target a val_ metric")
+        if metric.is_fraction and value.value > 1:
+            raise ValueError(
+                f"value: a target for {name} ({metric.description}) is a fraction in [0, 1], got {value.value:g}"
+            )
+        resolved = value if value.metric == name else value.model_copy(update={"metric": name})
+        resolved._lower_is_better = metric.lower_is_better
+        return resolved
+
+    @field_validator("vae")
+    @classmethod
+    def _vae_for_vae(cls, value: VaeSpec | None, info: ValidationInfo) -> VaeSpec | None:
+        task = info.data.get("task")
+        if value is not None and task is not None and task != "vae":
+            raise ValueError(f"only read when spec.task is 'vae' (it is {task!r}): remove it")
+        return value
+
+    def catalog(self) -> TaskCatalog:
+        """The task's catalog: its metrics, directions, models (``trainpipe_operator.tasks``)."""
+        return catalog_for_task(self.task, self.custom_task.metrics if self.custom_task is not None else None)
+
+    @property
+    def target_metric(self) -> str:
+        """The target's metric name (the task's primary when the manifest names none)."""
+        return self.target.metric or self.catalog().primary
+
+    @property
+    def model_name(self) -> str:
+        """The model's name (the task's default when the manifest names none)."""
+        return self.model.name or self.catalog().default_model
+
+
+def _catalog(info: ValidationInfo) -> TaskCatalog | None:
+    """The catalog of the task validated so far; None when the task (or a
+    custom task's declaration) is itself invalid: its own error says why."""
+    task = info.data.get("task")
+    if task not in TASKS:
+        return None
+    if task == "custom":
+        custom = info.data.get("custom_task")
+        if custom is None:
+            return None
+        return catalog_for_task("custom", custom.metrics)
+    return catalog_for_task(task)
 
 
 class ObjectMeta(CamelModel):
@@ -276,7 +574,7 @@ class TrainingPipeline(CamelModel):
     api_version: Literal["trainpipe.io/v1alpha1"] = Field(..., alias="apiVersion")
     kind: Literal["TrainingPipeline"]
     metadata: ObjectMeta
-    spec: PipelineSpec = Field(default_factory=PipelineSpec)
+    spec: PipelineSpec = Field(default_factory=dict, validate_default=True)  # validated: data.source is named
     status: PipelineStatus | None = None
 
     @classmethod

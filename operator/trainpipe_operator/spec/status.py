@@ -60,14 +60,25 @@ class JobStatus(CamelModel):
 
 
 class MetricsStatus(CamelModel):
-    best_val_acc: float | None = None
+    """The figures a person (and ``kubectl get``) reads. ``targetMetric`` is
+    the target's metric by name (``val_acc``, the VAE's ``val_recon``, a
+    custom task's), ``bestTargetMetric`` its best value so far (a test_X
+    target: its val_X proxy); ``bestValAcc`` and ``testAcc`` are the
+    classification task's."""
+
+    best_val_acc: float | None = Field(default=None, description="classification: the best validation accuracy")
     best_val_loss: float | None = None
     final_train_loss: float | None = None
-    test_acc: float | None = None
+    test_acc: float | None = Field(default=None, description="classification: the held-out test accuracy")
     gpu_util_mean: float | None = None
-    target_metric: str | None = None
-    target_value: float | None = None
-    best_target_metric: float | None = None
+    target_metric: str | None = Field(default=None, description="the target's metric, by name")
+    target_value: float | None = Field(default=None, description="the target's value")
+    best_target_metric: float | None = Field(
+        default=None, description="the best value of the target metric so far (validation)"
+    )
+    test_target_metric: float | None = Field(
+        default=None, description="the target metric's figure on the held-out test split (Finalization)"
+    )
 
 
 class Decision(CamelModel):

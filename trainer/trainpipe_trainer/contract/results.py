@@ -130,6 +130,7 @@ class ExportArtifact(_Result):
     TorchScript module (``model.ts``); ``kind`` says which and ``load`` how."""
 
     format: str = Field(description="as requested: onnx or torchscript")
+    part: str | None = Field(default=None, description="the model part (the VAE: decoder, encoder, model)")
     kind: Literal["onnx", "torch.export", "torch.jit.trace"] | None = None
     path: str | None = Field(default=None, description="relative to the run directory")
     bytes: int = 0
@@ -146,6 +147,7 @@ class ParityCheck(_Result):
     """Exported model vs PyTorch (eval mode, fp32) on the same real inputs."""
 
     runtime: Literal["onnxruntime", "torchscript", "torch.export"]
+    part: str | None = Field(default=None, description="the model part (the VAE: decoder, encoder, model)")
     samples: int = 0
     max_abs_diff: float | None = None
     rtol: float = PARITY_RTOL
@@ -153,6 +155,12 @@ class ParityCheck(_Result):
     allclose: bool = False
     top1_agree: int = Field(default=0, description="inputs whose top-1 class is the same")
     top1_agree_all: bool = False
+    top1_applicable: bool = Field(default=True, description="the output is class scores (false: a VAE's mel)")
+
+    @property
+    def agrees(self) -> bool:
+        """allclose, the same top-1 class on every input where that applies, no error."""
+        return self.allclose and (self.top1_agree_all or not self.top1_applicable) and self.error is None
     error: str | None = None
 
 
@@ -196,7 +204,5 @@ class ExportReport(_Result):
 
     def compute_ok(self) -> bool:
         artifacts_ok = bool(self.artifacts) and all(a.checker_ok and a.error is None for a in self.artifacts)
-        parity_ok = len(self.parity) >= len(self.artifacts) and all(
-            p.allclose and p.top1_agree_all and p.error is None for p in self.parity
-        )
+        parity_ok = len(self.parity) >= len(self.artifacts) and all(p.agrees for p in self.parity)
         return artifacts_ok and parity_ok

@@ -1,58 +1,46 @@
-"""Per-epoch running sums (loss, top-1, top-5, count). Sums, not means, so
-they add up across DDP ranks and survive a mid-epoch checkpoint exactly."""
+"""Per-epoch running sums, by name. Sums, not means, so they add up across
+DDP ranks and survive a mid-epoch checkpoint exactly.
+
+The engine keeps ``loss_sum`` and ``count`` (and ``grad_norm_sum``,
+``steps``, ``skipped``); a task adds its own (``correct1`` for top-1 hits,
+``recon_sum`` for a VAE's reconstruction error, ...). A checkpoint stores the
+flat mapping."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from collections.abc import Mapping
 
-import torch
+ENGINE_SUMS = ("loss_sum", "count", "grad_norm_sum", "steps", "skipped")
 
 
-@dataclass
-class EpochAccumulator:
-    loss_sum: float = 0.0
-    correct1: float = 0.0
-    correct5: float = 0.0
-    count: float = 0.0
-    grad_norm_sum: float = 0.0
-    steps: float = 0.0
-    skipped: float = 0.0
+class EpochSums:
+    def __init__(self, values: Mapping[str, float] | None = None) -> None:
+        self.values: dict[str, float] = {name: 0.0 for name in ENGINE_SUMS}
+        for name, value in (values or {}).items():
+            self.values[name] = float(value)
 
-    def add_batch(self, loss: float, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        n = targets.shape[0]
-        top1, top5 = topk_correct(logits, targets)
-        self.loss_sum += loss * n
-        self.correct1 += top1
-        self.correct5 += top5
-        self.count += n
+    def add(self, sums: Mapping[str, float]) -> None:
+        for name, value in sums.items():
+            self.values[name] = self.values.get(name, 0.0) + float(value)
 
-    def as_list(self) -> list[float]:
-        return list(asdict(self).values())
+    def add_batch(self, loss: float, count: int, task_sums: Mapping[str, float]) -> None:
+        """A batch's mean ``loss`` over ``count`` samples, and the task's sums."""
+        self.add({"loss_sum": loss * count, "count": count, **task_sums})
 
-    @classmethod
-    def from_list(cls, values: list[float]) -> EpochAccumulator:
-        return cls(*values)
+    def __getitem__(self, name: str) -> float:
+        return self.values.get(name, 0.0)
+
+    def __setitem__(self, name: str, value: float) -> None:
+        self.values[name] = float(value)
 
     def state_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return dict(self.values)
+
+    @property
+    def count(self) -> float:
+        return self.values["count"]
 
     @property
     def mean_loss(self) -> float:
-        return self.loss_sum / self.count if self.count else float("nan")
-
-    @property
-    def top1(self) -> float:
-        return self.correct1 / self.count if self.count else 0.0
-
-    @property
-    def top5(self) -> float:
-        return self.correct5 / self.count if self.count else 0.0
-
-
-def topk_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
-    """Count of samples whose target is the top-1 / among the top-5 predictions
-    (top-5 falls back to top-k with k = the class count when it is under 5)."""
-    k = min(5, logits.shape[1])
-    top = logits.detach().topk(k, dim=1).indices
-    hits = top.eq(targets.view(-1, 1))
-    return int(hits[:, 0].sum()), int(hits.any(dim=1).sum())
+        return self.values["loss_sum"] / self.count if self.count else math.nan

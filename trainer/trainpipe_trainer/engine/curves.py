@@ -1,4 +1,6 @@
-"""``learning_curves.png``: loss and accuracy per epoch, train and val."""
+"""``learning_curves.png``: loss per epoch (train and val), and the task's
+own curves beside it (classification: accuracy; the VAE: reconstruction and
+KL)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,14 @@ from pathlib import Path
 from trainpipe_trainer.contract.evidence import EpochRecord
 
 
-def save_learning_curves(history: Sequence[EpochRecord], path: Path) -> Path:
-    """Two panels, loss (train/val) and accuracy (train/val), one point per
-    epoch, written to ``path`` (temp file and rename). Raises ``ValueError``
-    for an empty history."""
+def save_learning_curves(
+    history: Sequence[EpochRecord],
+    path: Path,
+    panel: tuple[str, Sequence[str], tuple[float, float] | None] | None = None,
+) -> Path:
+    """Loss (train/val) and, when given, the task's ``panel`` (title, metric
+    names, y range or None), one point per epoch, written to ``path`` (temp
+    file and rename). Raises ``ValueError`` for an empty history."""
     if not history:
         raise ValueError("no epoch to plot")
     import matplotlib
@@ -20,15 +26,21 @@ def save_learning_curves(history: Sequence[EpochRecord], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     epochs = [record.num for record in history]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2 if panel else 1, figsize=(10 if panel else 5, 4), squeeze=False)
+    loss_ax = axes[0][0]
     loss_ax.plot(epochs, [r.train_loss for r in history], marker="o", label="train")
     loss_ax.plot(epochs, [r.val_loss for r in history], marker="o", label="val")
     loss_ax.set_title("loss")
-    acc_ax.plot(epochs, [r.train_acc for r in history], marker="o", label="train")
-    acc_ax.plot(epochs, [r.val_acc for r in history], marker="o", label="val")
-    acc_ax.set_title("accuracy")
-    acc_ax.set_ylim(0.0, 1.0)
-    for ax in (loss_ax, acc_ax):
+    if panel:
+        title, names, limits = panel
+        task_ax = axes[0][1]
+        for name in names:
+            values = [r.metric(name) for r in history]
+            task_ax.plot(epochs, [float("nan") if v is None else v for v in values], marker="o", label=name)
+        task_ax.set_title(title)
+        if limits is not None:
+            task_ax.set_ylim(*limits)
+    for ax in axes[0]:
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         ax.legend()

@@ -60,3 +60,15 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
+
+
+def all_reduce_sums(values: dict[str, float], ctx: DistContext) -> dict[str, float]:
+    """Sum named values over all ranks; a name one rank lacks counts as 0
+    there (a rank with no batch this epoch reports no task sums)."""
+    if not ctx.distributed:
+        return dict(values)
+    gathered: list = [None] * ctx.world_size
+    dist.all_gather_object(gathered, sorted(values))
+    names = sorted(set().union(*gathered))
+    summed = all_reduce_sum([float(values.get(n, 0.0)) for n in names], ctx)
+    return dict(zip(names, summed, strict=True))

@@ -28,12 +28,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from trainpipe_trainer.contract.evidence import EpochRecord
+from trainpipe_trainer.contract.evidence import EpochRecord, PreviewRecord
 from trainpipe_trainer.contract.job_config import JobConfig
 from trainpipe_trainer.engine import checkpoint as ckpt
-from trainpipe_trainer.engine.accumulator import EpochAccumulator
-from trainpipe_trainer.engine.confusion import save_confusion_png, update_confusion
-from trainpipe_trainer.engine.distributed import DistContext, all_reduce_sum, any_rank, barrier
+from trainpipe_trainer.engine.accumulator import EpochSums
+from trainpipe_trainer.engine.distributed import DistContext, all_reduce_sums, any_rank, barrier
 from trainpipe_trainer.engine.nan_guard import NonFiniteGuard
 from trainpipe_trainer.engine.optim import build_optimizer, build_scheduler
 from trainpipe_trainer.engine.precision import resolve_precision
@@ -41,6 +40,7 @@ from trainpipe_trainer.engine.rng import capture_rng_state, restore_rng_state
 from trainpipe_trainer.engine.sampler import ResumableDistributedSampler, ShardSampler
 from trainpipe_trainer.engine.stop import StopSignal, TrainingInterrupted
 from trainpipe_trainer.engine.training_log import LOGGER_NAME
+from trainpipe_trainer.tasks.base import Task, batch_to
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -54,12 +54,13 @@ class ConfigMismatchError(ValueError):
 @dataclass
 class TrainingParts:
     """What the loop trains: built from the job config by ``job.py``, or by a
-    test that wants to inject a model or a dataset."""
+    test that wants to inject a model or a dataset. The task says what a
+    batch's loss and metrics are."""
 
     model: nn.Module
     train_set: Dataset
     val_set: Dataset
-    classes: list[str]
+    task: Task
 
 
 @dataclass
@@ -69,12 +70,13 @@ class Progress:
     completed_epochs: int = 0
     batches_done: int = 0  # in the epoch in progress
     global_step: int = 0  # optimizer steps taken (skipped ones excluded)
-    epoch_sums: EpochAccumulator = field(default_factory=EpochAccumulator)
+    epoch_sums: EpochSums = field(default_factory=EpochSums)
     epoch_seconds_before: float = 0.0  # time spent in this epoch before an interruption
     best_val_loss: float = math.inf
     best_epoch: int | None = None
     epochs_without_improvement: int = 0
     history: list[EpochRecord] = field(default_factory=list)
+    previews: list[PreviewRecord] = field(default_factory=list)
 
 
 class Engine:
@@ -93,7 +95,8 @@ class Engine:
         self.config = config
         self.cfg = config.train
         self.ctx = ctx
-        self.classes = parts.classes
+        self.task = parts.task
+        self.task.setup(ctx.device)
         self.stop = stop or StopSignal()
         self.telemetry = telemetry if ctx.is_main else None
         self.on_step = on_step
@@ -110,7 +113,6 @@ class Engine:
             self.model = DistributedDataParallel(self.raw_model, device_ids=ids)
         self.precision = resolve_precision(self.cfg.amp, ctx.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.needs_scaler else None
-        self.criterion = nn.CrossEntropyLoss()
 
         self.train_sampler = ResumableDistributedSampler(
             parts.train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed
@@ -160,14 +162,12 @@ class Engine:
         for epoch in range(p.completed_epochs, self.cfg.epochs):
             started = time.perf_counter()
             train = self._train_epoch(epoch)
-            val, confusion = self._validate()
+            val = self._validate()
             seconds = p.epoch_seconds_before + time.perf_counter() - started
             record = self._record_epoch(epoch, train, val, seconds)
             if self.ctx.is_main:
-                save_confusion_png(
-                    confusion, self.classes,
-                    self.run_dir / "plots" / f"confusion_matrix_epoch_{epoch + 1:03d}.png",
-                    f"validation, epoch {epoch + 1}",
+                p.previews += self.task.epoch_artifacts(
+                    self.raw_model, epoch + 1, self.run_dir, final=epoch + 1 == self.cfg.epochs
                 )
             improved = record.val_loss < p.best_val_loss
             if improved:
@@ -176,7 +176,7 @@ class Engine:
             else:
                 p.epochs_without_improvement += 1
             p.completed_epochs, p.batches_done = epoch + 1, 0
-            p.epoch_sums, p.epoch_seconds_before = EpochAccumulator(), 0.0
+            p.epoch_sums, p.epoch_seconds_before = EpochSums(), 0.0
             self._save_epoch_checkpoints(epoch + 1, record, improved)
             if self.on_epoch:
                 self.on_epoch(record)
@@ -227,8 +227,9 @@ class Engine:
         p.epochs_without_improvement = int(state["epochs_without_improvement"])
         p.epoch_seconds_before = float(state["epoch_seconds_before"])
         p.history = [EpochRecord.model_validate(r) for r in state["metrics"]["history"]]
+        p.previews = [PreviewRecord.model_validate(r) for r in state["metrics"].get("previews", [])]
         if self.ctx.is_main:
-            p.epoch_sums = EpochAccumulator(**state["epoch_sums"])
+            p.epoch_sums = EpochSums(state["epoch_sums"])
         rng_states = state["rng_per_rank"]
         if len(rng_states) != self.ctx.world_size:
             log.warning(
@@ -243,7 +244,7 @@ class Engine:
             self.telemetry.on_resume(p.completed_epochs)
 
     # ------------------------------------------------------------------ train
-    def _train_epoch(self, epoch: int) -> EpochAccumulator:
+    def _train_epoch(self, epoch: int) -> EpochSums:
         p = self.progress
         accum = self.cfg.grad_accum_steps
         batch_size = self.config.data.batch_size
@@ -254,25 +255,25 @@ class Engine:
         step_start, step_samples = window_start, 0
         nonfinite_in_window = False
         micro = p.batches_done
-        for inputs, targets in self.train_loader:
+        for batch in self.train_loader:
             micro += 1
-            inputs = inputs.to(self.ctx.device, non_blocking=True)
-            targets = targets.to(self.ctx.device, non_blocking=True)
+            batch = batch_to(batch, self.ctx.device)
             at_boundary = micro % accum == 0 or micro == self.batches_per_epoch
             sync = contextlib.nullcontext()
             if self.ctx.distributed and not at_boundary:
                 sync = self.model.no_sync()  # type: ignore[operator]
             with sync:
                 with self.precision.autocast():
-                    logits = self.model(inputs)
-                    loss = self.criterion(logits.float(), targets)
-                loss_value = loss.item()
-                scaled = loss / accum
+                    out = self.task.training_step(self.model, batch, epoch + micro / self.batches_per_epoch)
+                loss_value = out.loss.item()
+                if out.recorded_loss is not None and math.isfinite(loss_value):
+                    loss_value = out.recorded_loss
+                scaled = out.loss / accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            window_samples += targets.shape[0]
-            step_samples += targets.shape[0]
+            window_samples += out.count
+            step_samples += out.count
             if math.isfinite(loss_value):
-                p.epoch_sums.add_batch(loss_value, logits, targets)
+                p.epoch_sums.add_batch(loss_value, out.count, out.sums)
             else:
                 nonfinite_in_window = True
             if not at_boundary:
@@ -285,11 +286,12 @@ class Engine:
                 world_samples = step_samples * self.ctx.world_size
                 self.telemetry.on_step(
                     loss_value, self.optimizer.param_groups[0]["lr"], self.last_grad_norm,
-                    world_samples / max(now - step_start, 1e-9), world_samples,
+                    world_samples / max(now - step_start, 1e-9), world_samples, metrics=out.step_metrics,
                 )
             step_start, step_samples = now, 0
             if p.global_step % self.cfg.log_every_steps == 0:
-                self._log_step(epoch, loss_value, window_samples * self.ctx.world_size / max(now - window_start, 1e-9))
+                self._log_step(epoch, loss_value, window_samples * self.ctx.world_size / max(now - window_start, 1e-9),
+                               out.step_metrics)
                 window_start, window_samples = now, 0
             if self.on_step:
                 self.on_step(p.global_step)
@@ -310,7 +312,7 @@ class Engine:
                 "Skipped step: non-finite %s at epoch %d batch %d (skipped %d in a row, %d in total)",
                 "loss" if nonfinite else "gradient", epoch + 1, micro, self.guard.consecutive, self.guard.total,
             )
-            p.epoch_sums.skipped += 1
+            p.epoch_sums["skipped"] += 1
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.update()
@@ -325,68 +327,62 @@ class Engine:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         p.global_step += 1
-        p.epoch_sums.grad_norm_sum += grad_norm
-        p.epoch_sums.steps += 1
+        p.epoch_sums["grad_norm_sum"] += grad_norm
+        p.epoch_sums["steps"] += 1
         self.last_grad_norm = grad_norm
 
-    def _log_step(self, epoch: int, loss: float, samples_per_second: float) -> None:
+    def _log_step(self, epoch: int, loss: float, samples_per_second: float, extra: dict[str, float]) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
         log.info(
-            "step %d epoch %d loss=%.4f lr=%.3g grad_norm=%.3f samples/s=%.1f",
+            "step %d epoch %d loss=%.4f lr=%.3g grad_norm=%.3f samples/s=%.1f%s",
             self.progress.global_step, epoch + 1, loss, lr, self.last_grad_norm or 0.0, samples_per_second,
+            "".join(f" {name}={value:.4g}" for name, value in extra.items()),
         )
 
     # --------------------------------------------------------------- validate
     @torch.no_grad()
-    def _validate(self) -> tuple[EpochAccumulator, torch.Tensor]:
+    def _validate(self) -> EpochSums:
         self.raw_model.eval()
-        sums = EpochAccumulator()
-        confusion = torch.zeros(len(self.classes), len(self.classes), dtype=torch.int64)
-        for inputs, targets in self.val_loader:
-            inputs, targets = inputs.to(self.ctx.device), targets.to(self.ctx.device)
+        self.task.validation_start()
+        sums = EpochSums()
+        for batch in self.val_loader:
+            batch = batch_to(batch, self.ctx.device)
             with self.precision.autocast():
-                logits = self.raw_model(inputs).float()
-            sums.add_batch(float(self.criterion(logits, targets)), logits, targets)
-            update_confusion(confusion, logits, targets)
-        if self.ctx.distributed:
-            sums = EpochAccumulator.from_list(all_reduce_sum(sums.as_list(), self.ctx))
-            confusion = confusion.to(self.ctx.device)
-            dist.all_reduce(confusion)
-            confusion = confusion.cpu()
-        return sums, confusion
+                batch_sums, count = self.task.validation_step(self.raw_model, batch)
+            sums.add({**batch_sums, "count": count})
+        sums = EpochSums(all_reduce_sums(sums.state_dict(), self.ctx))
+        self.task.validation_end(self.ctx)
+        return sums
 
     # ----------------------------------------------------------------- record
-    def _record_epoch(self, epoch: int, local: EpochAccumulator, val: EpochAccumulator, seconds: float) -> EpochRecord:
+    def _record_epoch(self, epoch: int, local: EpochSums, val: EpochSums, seconds: float) -> EpochRecord:
         p = self.progress
-        train = EpochAccumulator.from_list(all_reduce_sum(local.as_list(), self.ctx))
+        train = EpochSums(all_reduce_sums(local.state_dict(), self.ctx))
         seconds_all = [r.epoch_seconds for r in p.history] + [seconds]
         eta = (sum(seconds_all) / len(seconds_all)) * (self.cfg.epochs - epoch - 1)
         train_loss, val_loss = train.mean_loss, val.mean_loss
         loss_gap = (val_loss - train_loss) / train_loss if train_loss and math.isfinite(train_loss) else math.nan
-        skipped = int(train.skipped / self.ctx.world_size)  # every rank counts each skip
+        skipped = int(train["skipped"] / self.ctx.world_size)  # every rank counts each skip
+        metrics = self.task.epoch_metrics(train.state_dict(), val.state_dict())
         record = EpochRecord(
             num=epoch + 1,
             train_loss=train_loss,
             val_loss=val_loss,
-            train_acc=train.top1,
-            val_acc=val.top1,
-            train_top5=train.top5,
-            val_top5=val.top5,
             lr=self.optimizer.param_groups[0]["lr"],
             epoch_seconds=seconds,
             eta_seconds=eta,
             samples_per_second=train.count / seconds if seconds > 0 else 0.0,
             loss_gap=loss_gap,
-            acc_gap=train.top1 - val.top1,
             skipped_steps=skipped,
-            grad_norm_mean=train.grad_norm_sum / train.steps if train.steps else None,
+            grad_norm_mean=train["grad_norm_sum"] / train["steps"] if train["steps"] else None,
+            **{k: v for k, v in metrics.items() if k not in ("train_loss", "val_loss")},
         )
         p.history.append(record)
         log.info(
-            "EPOCH %d/%d train_loss=%.4f val_loss=%.4f train_acc=%.4f val_acc=%.4f val_top5=%.4f "
+            "EPOCH %d/%d train_loss=%.4f val_loss=%.4f %s "
             "lr=%.3g time=%.1fs eta=%.0fs samples/s=%.1f gap=%.1f%% skipped=%d",
-            record.num, self.cfg.epochs, record.train_loss, record.val_loss, record.train_acc,
-            record.val_acc, record.val_top5 or 0.0, record.lr, record.epoch_seconds, record.eta_seconds,
+            record.num, self.cfg.epochs, record.train_loss, record.val_loss, self.task.describe_epoch(metrics),
+            record.lr, record.epoch_seconds, record.eta_seconds,
             record.samples_per_second, 100 * record.loss_gap, record.skipped_steps,
         )
         if record.loss_gap > OVERFIT_GAP_WARN:
@@ -396,8 +392,8 @@ class Engine:
             )
         if self.telemetry:
             self.telemetry.on_epoch(
-                record.num, record.train_loss, record.val_loss, record.train_acc, record.val_acc,
-                record.epoch_seconds, record.eta_seconds, val_top5=record.val_top5,
+                record.num, record.train_loss, record.val_loss,
+                epoch_seconds=record.epoch_seconds, eta_seconds=record.eta_seconds, metrics=metrics,
             )
         return record
 
@@ -420,9 +416,10 @@ class Engine:
             "epoch_sums": p.epoch_sums.state_dict(),
             "epoch_seconds_before": p.epoch_seconds_before,
             "guard": self.guard.state_dict(),
-            "metrics": {"history": [r.model_dump() for r in p.history]},
+            "metrics": {"history": [r.model_dump() for r in p.history],
+                        "previews": [r.model_dump() for r in p.previews]},
             "config_hash": self.config_hash,
-            "classes": list(self.classes),
+            **self.task.checkpoint_meta(),
             "world_size": self.ctx.world_size,
             "precision": self.precision.name,
         }
@@ -458,7 +455,7 @@ class Engine:
         """Mid-epoch state into last_model.pt: rank 0 holds every rank's
         partial sums (summed) and RNG states, so a resume is exact."""
         p = self.progress
-        p.epoch_sums = EpochAccumulator.from_list(all_reduce_sum(p.epoch_sums.as_list(), self.ctx))
+        p.epoch_sums = EpochSums(all_reduce_sums(p.epoch_sums.state_dict(), self.ctx))
         rng = self._gather_rng()
         if self.ctx.is_main:
             self._save(self._state(None, rng), "last_model.pt")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -32,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 LABEL_NAMES: tuple[str, ...] = ("pipeline", "phase", "job")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 #: Names a job may not use: Prometheus reserves "__*", histograms use "le", GPU series "device".
-_RESERVED = {"le", "quantile", "device", "instance"}
+_RESERVED = {"le", "quantile", "device", "instance", "metric"}
 
 EPOCH_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, math.inf)
 CHECKPOINT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, math.inf)
@@ -88,6 +89,12 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec(
         "trainpipe_eta_seconds", "gauge", "Estimated seconds until the phase's training ends."
+    ),
+    MetricSpec(
+        "trainpipe_task_metric",
+        "gauge",
+        "A task's metric of the last completed epoch, by name (val_acc, val_recon, val_kl, ...).",
+        (*LABEL_NAMES, "metric"),
     ),
     MetricSpec(
         "trainpipe_epoch_duration_seconds",
@@ -177,14 +184,19 @@ class TrainingTelemetry:
         grad_norm: float | None,
         samples_per_second: float,
         samples: int,
+        metrics: Mapping[str, float] | None = None,
     ) -> None:
-        """Record one optimizer step (grad_norm None: not computed, left as it was)."""
+        """Record one optimizer step (grad_norm None: not computed, left as it
+        was); ``metrics``: the task's per-step values, by name."""
         self._set("trainpipe_train_step_loss", loss)
         self._set("trainpipe_learning_rate", lr)
         self._set("trainpipe_grad_norm", grad_norm)
         self._set("trainpipe_samples_per_second", samples_per_second)
         self._child("trainpipe_train_steps_total").inc()
         self._child("trainpipe_train_samples_total").inc(samples)
+        for name, value in (metrics or {}).items():
+            if math.isfinite(value):
+                self._set("trainpipe_task_metric", value, metric=name)
 
     def on_skip(self) -> None:
         """Record a step skipped for a non-finite loss or gradient."""
@@ -195,20 +207,28 @@ class TrainingTelemetry:
         num: int,
         train_loss: float,
         val_loss: float,
-        train_acc: float,
-        val_acc: float,
-        epoch_seconds: float,
-        eta_seconds: float | None,
+        train_acc: float | None = None,
+        val_acc: float | None = None,
+        epoch_seconds: float = 0.0,
+        eta_seconds: float | None = None,
         val_top5: float | None = None,
+        metrics: Mapping[str, float | None] | None = None,
     ) -> None:
-        """Record a completed epoch's summary (None values are left unset)."""
+        """Record a completed epoch's summary (None values are left unset).
+        ``metrics``: the task's metrics by name, each exported as
+        ``trainpipe_task_metric{metric=NAME}``; those with a dedicated series
+        (train_acc, val_acc, val_top5) also set it."""
+        metrics = dict(metrics or {})
         self._set("trainpipe_epoch", num)
         self._set("trainpipe_train_loss", train_loss)
         self._set("trainpipe_val_loss", val_loss)
-        self._set("trainpipe_train_accuracy", train_acc)
-        self._set("trainpipe_val_accuracy", val_acc)
-        self._set("trainpipe_val_top5_accuracy", val_top5)
+        self._set("trainpipe_train_accuracy", train_acc if train_acc is not None else metrics.get("train_acc"))
+        self._set("trainpipe_val_accuracy", val_acc if val_acc is not None else metrics.get("val_acc"))
+        self._set("trainpipe_val_top5_accuracy", val_top5 if val_top5 is not None else metrics.get("val_top5"))
         self._set("trainpipe_eta_seconds", eta_seconds)
+        for name, value in metrics.items():
+            if value is not None and math.isfinite(value):
+                self._set("trainpipe_task_metric", value, metric=name)
         self._child("trainpipe_epoch_duration_seconds").observe(epoch_seconds)
 
     def on_checkpoint(self, seconds: float) -> None:

@@ -1,4 +1,5 @@
-"""Confusion matrix: counted during validation, drawn as a PNG each time."""
+"""Confusion matrix: counted during validation, drawn as a PNG each time; and
+top-k hits."""
 
 from __future__ import annotations
 
@@ -38,3 +39,12 @@ def save_confusion_png(matrix: torch.Tensor, classes: list[str], path: Path, tit
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
+    """Count of samples whose target is the top-1 / among the top-5 predictions
+    (top-5 falls back to top-k with k = the class count when it is under 5)."""
+    k = min(5, logits.shape[1])
+    top = logits.detach().topk(k, dim=1).indices
+    hits = top.eq(targets.view(-1, 1))
+    return int(hits[:, 0].sum()), int(hits.any(dim=1).sum())
