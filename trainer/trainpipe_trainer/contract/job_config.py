@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 AUGMENTATIONS = ("hflip", "crop", "rotation", "colorjitter")
 AUDIO_AUGMENTATIONS = ("gain", "shift", "noise", "mask")
