@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 AUGMENTATIONS = ("hflip", "crop", "rotation", "colorjitter")
 AUDIO_AUGMENTATIONS = ("gain", "shift", "noise", "mask")
@@ -228,17 +229,26 @@ class JobConfig(_Model):
             raw = yaml.safe_load(handle) or {}
         return cls.model_validate(raw)
 
+    @field_validator("data")
+    @classmethod
+    def _augmentations_of_the_task(cls, data: DataConfig, info: ValidationInfo) -> DataConfig:
+        # A field validator (``task`` is validated before ``data``), so this
+        # error comes with every other field's, at data.augment.
+        task = info.data.get("task", "classification")
+        allowed = AUGMENTATIONS_BY_TASK.get(task)
+        unknown = [name for name in data.augment if allowed is not None and name not in allowed]
+        if unknown:
+            raise PydanticCustomError(
+                "unknown_augmentation",
+                "data.augment: unknown augmentation(s) {unknown} for task {task}; allowed: {allowed}",
+                {"unknown": unknown, "task": task, "allowed": ", ".join(allowed or ())},
+            )
+        return data
+
     @model_validator(mode="after")
     def _task_settings(self) -> JobConfig:
         if self.task == "custom" and self.custom_task is None:
             raise ValueError("task: custom needs a `customTask` section (customTask.entrypoint: module:object)")
-        allowed = AUGMENTATIONS_BY_TASK[self.task]
-        unknown = [name for name in self.data.augment if allowed is not None and name not in allowed]
-        if unknown:
-            raise ValueError(
-                f"data.augment: unknown augmentation(s) {unknown} for task {self.task}; "
-                f"allowed: {', '.join(allowed or ())}"
-            )
         return self
 
     @model_validator(mode="after")

@@ -35,14 +35,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
-from trainpipe_trainer.tasks.vae.loss import active_units, kl_weight, vae_loss
-from trainpipe_trainer.tasks.vae.mel import LogMel, frames_for, log_mel_to_audio
-from trainpipe_trainer.tasks.vae.model import build_vae
 
 from trainpipe_trainer.contract.evidence import PreviewRecord
 from trainpipe_trainer.contract.job_config import JobConfig
 from trainpipe_trainer.contract.results import ExportReport, TestEvaluation
 from trainpipe_trainer.tasks.base import EvaluatedModel, StepOutput, Task, TaskData
+from trainpipe_trainer.tasks.vae.loss import active_units, kl_weight, vae_loss
+from trainpipe_trainer.tasks.vae.mel import LogMel, frames_for, log_mel_to_audio
+from trainpipe_trainer.tasks.vae.model import build_vae
 
 PREVIEW_DIR = "previews"
 PARITY_CLIPS = 16
