@@ -150,6 +150,18 @@ def test_underfitting_recommends_a_larger_vae_model_more_epochs_higher_lr():
     assert job_for(apply_recommendations(VAE_SETTINGS, recs)[0]).model.name == "vae-medium"
 
 
+def test_a_val_recon_target_is_compared_with_train_recon():
+    """The catalog's primary target: val_recon, lower is better, against its
+    train counterpart (train_recon), not the train loss."""
+    short = diagnose(vae_evidence(), vae_spec(target={"metric": "val_recon", "value": 5.0}))
+    assert short.metric == "val_recon" and short.lower_is_better
+    assert short.primary_issue == "underfitting" and short.fired("both-above-target")
+    assert "train_recon 36.9600 and val_recon 40.8560" in short.why
+    between = diagnose(vae_evidence(), vae_spec(target={"metric": "val_recon", "value": 38.0}))
+    assert between.primary_issue == "overfitting" and between.fired("train-meets-target")
+    assert "train_recon 36.9600 meets the target 38" in between.why
+
+
 def test_the_largest_vae_model_gets_no_bigger_model():
     d = diagnose(vae_evidence(), vae_spec())
     recs = recommend(d, VAE_SETTINGS.model_copy(update={"model_name": "vae-large"}), vae_spec())

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from trainpipe_operator.controller.conditions import build_conditions
@@ -44,7 +45,7 @@ from trainpipe_operator.gates.finalization import (
     evaluate_finalization,
     test_figure,
 )
-from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles
+from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles, files_present
 from trainpipe_operator.gates.optimization import evaluate_optimization
 from trainpipe_operator.gates.planning import evaluate_planning
 from trainpipe_operator.pipeline import machine, rundir
@@ -60,12 +61,12 @@ from trainpipe_operator.reports.finalization import (
 from trainpipe_operator.reports.gate import render_gate
 from trainpipe_operator.reports.summary import render_summary
 from trainpipe_operator.reports.training import render_training_results
-from trainpipe_operator.spec.pipeline import TrainingPipeline
+from trainpipe_operator.spec.pipeline import TrainingPipeline, VaeSpec
 from trainpipe_operator.spec.status import JobStatus, PipelineStatus, RunResult
 from trainpipe_operator.tasks import catalog_for
 from trainpipe_trainer.contract.data_report import DataReport
 from trainpipe_trainer.contract.evidence import Evidence
-from trainpipe_trainer.contract.job_config import JobConfig
+from trainpipe_trainer.contract.job_config import JobConfig, TrainConfig
 from trainpipe_trainer.contract.results import ExportReport, PreflightReport, TestEvaluation
 
 log = logging.getLogger("trainpipe.pipeline")
@@ -223,16 +224,18 @@ class LocalRunner:
         if self.spec.gates.reproducibility and evidence.completed:
             rerun_job = job.model_copy(update={"run_dir": str(out / "reproducibility")})
             rerun = self._train(status, "Baseline", rerun_job, out / "reproducibility")
-        files = self._files(out, rel, "baseline_results.md")
+        files = self._files(out, rel, "baseline_results.md", evidence)
         gpu = self._gpu(evidence)
         budget, every = self._budget_at_start(status, evidence), job.train.checkpoint_every
-        executed = execution_checks(evidence, files, gpu, self.spec, budget, checkpoint_every=every)
+        kept = _kept(job)
+        executed = execution_checks(evidence, files, gpu, self.spec, budget, checkpoint_every=every, **kept)
         decision, reason = decide_after_baseline(evidence, execution_passed(executed), self.spec)
         report = render_training_results(f"Baseline results ({rel})", evidence, job.model_dump(mode="json", by_alias=True),
                                          (decision, reason), self.catalog)
         rundir.write_text(out / "baseline_results.md", report)
-        files = self._files(out, rel, "baseline_results.md")
-        gate = evaluate_baseline(evidence, files, gpu, self.spec, budget, decision, rerun, checkpoint_every=every)
+        files = self._files(out, rel, "baseline_results.md", evidence)
+        gate = evaluate_baseline(evidence, files, gpu, self.spec, budget, decision, rerun, checkpoint_every=every,
+                                 **kept)
         self._write_gate(status, "baseline", gate, out, "gate_report.md", "Post-baseline gate")
         self._record_run(status, "Baseline", rel, evidence)
         status.artifacts.update({"baseline.results": f"{rel}/baseline_results.md",
@@ -314,11 +317,12 @@ class LocalRunner:
             evidence, changes, iteration, self.spec, decision=(decision, reason),
         )
         rundir.write_text(out / "optimization_results.md", text)
-        files = self._files(out, rel, "optimization_results.md")
+        files = self._files(out, rel, "optimization_results.md", evidence)
         baseline_evidence = Evidence.read(self.run_dir / baseline.run_dir / "evidence.json") if baseline else None
         gate = evaluate_optimization(evidence, files, self._gpu(evidence), self.spec,
                                      self._budget_at_start(status, evidence), text, iteration=iteration,
-                                     checkpoint_every=job.train.checkpoint_every, baseline=baseline_evidence)
+                                     checkpoint_every=job.train.checkpoint_every, baseline=baseline_evidence,
+                                     **_kept(job))
         self._write_gate(status, f"optimization.{iteration}", gate, out, "gate_report.md", "Optimization gate")
         status.artifacts.update({f"optimization.{iteration}.results": f"{rel}/optimization_results.md",
                                  "training.latest": rel})
@@ -362,13 +366,17 @@ class LocalRunner:
         metric = self.spec.target_metric
         target = f"{metric} {self.catalog.metric(metric).relation} {self.spec.target.value}"
         guide = None
+        job = self._job_config(out)
         what, figure = test_figure(test, metric, self.catalog)
         if test:
-            rundir.write_text(out / "test_results.md", render_test_results(test, target, self.catalog))
-            status.metrics.test_acc = test.accuracy
+            rundir.write_text(out / "test_results.md",
+                              render_test_results(test, target, self.catalog, previews=evidence.previews))
+            # test_acc is classification's; every task's test figure is test_target_metric, by name
+            status.metrics.test_acc = test.accuracy if self.catalog.task == "classification" else None
             status.metrics.test_target_metric = figure
         if export:
-            guide = render_deployment_guide(export, self._best_settings(status).model_name, test, self.catalog)
+            guide = render_deployment_guide(export, self._best_settings(status).model_name, test, self.catalog,
+                                            vae=job.vae if job else None, audio=job.data.audio if job else None)
             rundir.write_text(out / "deployment_guide.md", guide)
         if figure is not None and not self.spec.target.met(figure) and not status.accepted_best:
             # Validation met the target (that is how the pipeline got here),
@@ -379,10 +387,15 @@ class LocalRunner:
                                     f"({what} {figure:.4f})")
         accepted = self._ceiling(status, test, target) if status.accepted_best else None
         approved = self._approved(status) if self.spec.approval.required else None
-        files = self._files(out, rel, "test_results.md")
+        files = self._files(out, rel, "test_results.md", evidence)
+        if job is not None:
+            kept = _kept(job)
+        else:  # no readable job.yaml: the spec's settings (what build_job would have written)
+            kept = {"keep_periodic": TrainConfig().keep_periodic,
+                    "preview_every": (self.spec.vae or VaeSpec()).preview_every}
         gate = evaluate_finalization(evidence, files, self._gpu(evidence), self.spec,
                                      self._budget_at_start(status, evidence), test, export, guide, approved, accepted,
-                                     checkpoint_every=self._checkpoint_every(out))
+                                     checkpoint_every=self._checkpoint_every(out), **kept)
         budget_note = (f"The target was not reached: this is the best result, finalized as the master workflow "
                        f"says ({status.accepted_best}); see {CEILING}.") if status.accepted_best else None
         rundir.write_text(out / "production_ready.md", render_production_ready(gate, budget_note))
@@ -469,6 +482,18 @@ class LocalRunner:
         every = train.get("checkpointEvery", 1) if isinstance(train, dict) else 1
         return every if isinstance(every, int) and every > 0 else 1
 
+    def _job_config(self, out: Path) -> JobConfig | None:
+        """The training job a phase folder ran (the trainer's ``job.yaml``, else
+        the runner's ``job_request.yaml``); None when neither is readable."""
+        for name in ("job.yaml", "job_request.yaml"):
+            path = out / name
+            if path.exists():
+                try:
+                    return JobConfig.model_validate(rundir.read_yaml_dict(path))
+                except (ValidationError, ValueError, OSError, yaml.YAMLError) as exc:
+                    log.warning("%s: not a job config (%s)", path, exc)
+        return None
+
     def _run_job(self, status: PipelineStatus, phase: str, job: JobConfig, out: Path,
                  job_file: Path | None = None, attempt: int = 1) -> int:
         """Run (or, replaying, find) one job; returns its exit code.
@@ -526,13 +551,19 @@ class LocalRunner:
         status.job.resumed_from_epoch = evidence.resumed_from_epoch
         return evidence
 
-    def _files(self, out: Path, rel: str, report_name: str) -> RunFiles:
+    def _files(self, out: Path, rel: str, report_name: str, evidence: Evidence | None = None) -> RunFiles:
+        """What the gates read from a phase folder. ``existing_files``: which of
+        the evidence's preview files (wav and mel png, relative to ``out``) are
+        on disk there (the VAE's ``previews`` check); None without evidence."""
+        names = [] if evidence is None else [
+            path for p in evidence.previews for path in (p.wav, p.png) if path]
         return RunFiles(
             log_text=rundir.read_text(out / "logs" / "training.log"),
             metrics_json=rundir.read_json(out / "logs" / "metrics.json"),
             report_text=rundir.read_text(out / report_name),
             report_path=report_name,
             run_dir=rel,
+            existing_files=files_present(out, names) if evidence is not None else None,
         )
 
     def _gpu(self, evidence: Evidence) -> GpuMeasurement:
@@ -618,6 +649,12 @@ class LocalRunner:
         the diagnostics' recommendations applied."""
         settings, _changes = self._apply_latest_recommendations(status)
         return settings
+
+
+def _kept(job: JobConfig) -> dict[str, int]:
+    """The job's settings the VAE's retention and previews checks compare the
+    run with: ``train.keepPeriodic`` and ``vae.previewEvery``."""
+    return {"keep_periodic": job.train.keep_periodic, "preview_every": job.vae.preview_every}
 
 
 def _failures(gate: GateResult) -> str:
