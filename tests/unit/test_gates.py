@@ -1021,3 +1021,18 @@ def test_planning_gate_fails_on_any_mandatory_check():
 def test_planning_gate_passes_with_a_skip():
     gate = planning(report=data_report(layout="presplit", requested_fractions=None))
     assert gate.check("split-proportions").result == "skip" and gate.passed
+
+
+def test_a_custom_tasks_data_is_reachable_by_its_split_counts_not_classes() -> None:
+    from trainpipe_operator.gates.planning import check_samples_reachable
+    from trainpipe_trainer.contract.data_report import DataReport
+
+    def report(train: int, val: int) -> DataReport:
+        return DataReport(source="rows.csv", root=".", layout="split", classes=[],
+                          counts={"train": {"rows": train}, "val": {"rows": val}, "test": {"rows": 4}},
+                          actual_fractions={}, total_samples=train + val + 4)
+
+    assert check_samples_reachable(report(32, 4), "data_report.json").result == "pass"
+    empty = check_samples_reachable(report(32, 0), "data_report.json")
+    assert empty.result == "fail" and "No samples in val" in empty.message
+    assert check_samples_reachable(None, "data_report.json").result == "fail"

@@ -156,6 +156,23 @@ def check_data_reachable(report: DataReport | None, evidence: str) -> Check:
     return passed("data-reachable", len(classes), threshold, evidence, f"{len(classes)} classes, {counts}.")
 
 
+def check_samples_reachable(report: DataReport | None, evidence: str) -> Check:
+    """A custom task's data: no classes to count, but every split the task
+    trains and validates on holds samples (its own report's counts)."""
+    threshold = "samples in train and val"
+    if report is None:
+        return failed("data-reachable", None, threshold, evidence,
+                      "No data report: the task reported no data (a custom task's build_data returns one).")
+    per_split = {split: sum(report.counts.get(split, {}).values()) for split in ("train", "val", "test")}
+    empty = [split for split in ("train", "val") if per_split[split] <= 0]
+    counts = ", ".join(f"{split} {n}" for split, n in per_split.items())
+    if empty:
+        return failed("data-reachable", report.total_samples, threshold, evidence,
+                      f"No samples in {', '.join(empty)} ({counts}).")
+    return passed("data-reachable", report.total_samples, threshold, evidence,
+                  f"{report.total_samples} samples: {counts}.")
+
+
 def check_split_proportions(report: DataReport | None, evidence: str) -> Check:
     threshold = SPLIT_TOLERANCE
     if report is None:
@@ -264,7 +281,7 @@ def evaluate_planning(
         ]
     else:
         data = [
-            check_data_reachable(data_report, data_path),
+            (check_samples_reachable if spec.task == "custom" else check_data_reachable)(data_report, data_path),
             check_split_proportions(data_report, data_path),
             check_split_integrity(data_report, data_path),
             check_samples_finite(data_report, data_path),
