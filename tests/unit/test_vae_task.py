@@ -96,3 +96,32 @@ def test_the_vae_resumes_exactly_after_a_stop_mid_epoch(vae_job) -> None:
         assert [e.metric(name) for e in resumed.epochs] == [e.metric(name) for e in whole.epochs], name
     # previews written before the stop are kept in the evidence of the resumed run
     assert {p.epoch for p in resumed.previews} == {p.epoch for p in whole.previews}
+
+
+def test_the_vae_skips_a_non_finite_step_counts_and_logs_it_and_trains_on(vae_job) -> None:
+    """Seed 004's truth 9: a NaN loss skips the update instead of crashing
+    (the engine's guard, the same as the classifier's)."""
+    from trainpipe_trainer.engine.loop import TrainingParts
+    from trainpipe_trainer.tasks.vae.task import VaeTask
+
+    config = vae_job("nan", epochs=2, maxConsecutiveNonfinite=3)
+    task = VaeTask(config)
+    data = task.build_data()
+    data.train.waves[0, 0, :100] = float("nan")  # one poisoned chunk: its batch's loss is NaN
+    parts = TrainingParts(model=task.build_model(data), train_set=data.train, val_set=data.val, task=task)
+    evidence = run_job(config, parts=parts)
+    assert evidence.status == "completed", evidence.reason
+    assert evidence.skipped_steps_total == 2  # one batch per epoch holds the chunk
+    assert all(e.skipped_steps == 1 for e in evidence.epochs)
+    assert all(e.train_loss == e.train_loss for e in evidence.epochs)  # finite: the skipped batch is not averaged in
+    assert "Skipped step: non-finite loss" in (Path(config.run_dir) / "logs" / "training.log").read_text()
+
+
+def test_the_vae_checkpoints_periodically_keeps_three_and_reports_eta(vae_job) -> None:
+    config = vae_job("ckpt", vae={"previewEvery": 10}, epochs=5, checkpointEvery=1, keepPeriodic=3)
+    evidence = run_job(config)
+    assert evidence.status == "completed", evidence.reason
+    assert evidence.periodic_checkpoints == [f"checkpoint_epoch_{n}.pt" for n in (3, 4, 5)]
+    assert evidence.checkpoints["best"].loads and evidence.checkpoints["last"].loads
+    assert [e.eta_seconds > 0 for e in evidence.epochs[:-1]] == [True] * 4 and evidence.epochs[-1].eta_seconds == 0
+    assert all(e.loss_gap == pytest.approx((e.val_loss - e.train_loss) / e.train_loss) for e in evidence.epochs)
