@@ -165,7 +165,8 @@ class ClassificationTask(Task):
         test = data.test
         device = self.device
         loader = DataLoader(
-            test, batch_size=config.data.batch_size, sampler=EpochSampler(SequentialSampler(test)),
+            test, batch_size=config.data.batch_size,
+            sampler=EpochSampler(SequentialSampler(test)),  # type: ignore[arg-type]
             num_workers=config.data.num_workers, pin_memory=config.data.pin_memory and device.type == "cuda",
         )
         n = len(self.classes)

@@ -178,7 +178,7 @@ class VaeTask(Task):
             save_mel_png(folder / f"{stem}.png", mel, f"{kind} {index}, epoch {epoch}")
             peak, rms = wave_stats(wave)
             records.append(PreviewRecord(
-                epoch=epoch, kind=kind, index=index,  # type: ignore[arg-type]
+                epoch=epoch, kind=kind, index=index,
                 wav=str((folder / f"{stem}.wav").relative_to(run_dir)),
                 png=str((folder / f"{stem}.png").relative_to(run_dir)),
                 sample_rate=self.audio.sample_rate, num_samples=int(wave.shape[-1]),
@@ -206,7 +206,8 @@ class VaeTask(Task):
 
         config = self.config
         loader = DataLoader(data.test, batch_size=config.data.batch_size,
-                            sampler=EpochSampler(SequentialSampler(data.test)), num_workers=config.data.num_workers)
+                            sampler=EpochSampler(SequentialSampler(data.test)),  # type: ignore[arg-type]
+                            num_workers=config.data.num_workers)
         recon_sum = kl_sum = 0.0
         count = 0
         kept: list[torch.Tensor] = []
