@@ -123,17 +123,22 @@ def _log_hint(log_path: Path | None) -> str:
 
 class RayHead:
     """``start()`` (or ``with``) → ``address`` (dashboard URL), ``token``, ``port`` (GCS),
-    ``metrics_address`` (host:port Prometheus scrapes); ``stop()``."""
+    ``metrics_address`` (host:port Prometheus scrapes); ``stop()``. ``env``: variables
+    added to this environment's for the head and the jobs it runs."""
 
     def __init__(self, workdir: Path | str, token: str | None = None,
                  bin_dir: Path | str | None = None, ready_timeout: float = 180.0,
-                 num_cpus: int | None = None):
+                 num_cpus: int | None = None, env: dict[str, str] | None = None):
         self.workdir = Path(workdir).absolute()
         self.bin_dir = Path(bin_dir) if bin_dir else Path(sys.executable).parent
         self._explicit_token = token
         self.token = ""
         self.ready_timeout = ready_timeout
         self.num_cpus = num_cpus
+        # Set for the head and so for every job it runs (their drivers and
+        # workers inherit it): e.g. PYTHONPATH naming a task's module, as a
+        # platform installs it in the trainer image.
+        self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.address = ""
         self.port = 0
@@ -149,7 +154,8 @@ class RayHead:
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.token = self._explicit_token or default_token()
-        env = {**os.environ, "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        env = {**os.environ, **self.env,
+               "PATH": f"{self.bin_dir}{os.pathsep}{self.env.get('PATH', os.environ.get('PATH', ''))}",
                "RAY_AUTH_MODE": "token"}
         # No 30 s SIGTERM drain (meant for Serve under KubeRay): stop at once.
         env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
