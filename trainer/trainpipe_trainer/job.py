@@ -58,17 +58,23 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def build_parts(config: JobConfig, write_report_to: Path | None) -> TrainingParts:
+def build_parts(config: JobConfig, write_report_to: Path | None, ctx: DistContext | None = None) -> TrainingParts:
     """The task, its datasets and model from the config (the data report is
-    written first, so it exists even when building the model fails)."""
+    written first, so it exists even when building the model fails).
+
+    ``ctx``: this process's place in the job; the task is told it
+    (``Task.shard``) before reading data, so it may read only its share.
+    With sharded data, rank 0's report covers rank 0's share (it says so)."""
     from trainpipe_trainer.tasks import resolve_task
 
     task = resolve_task(config)
+    if ctx is not None:
+        task.shard(ctx.rank, ctx.world_size)
     data = task.build_data()
     if write_report_to is not None and data.report is not None:
         data.report.write(write_report_to)
     model = task.build_model(data)
-    return TrainingParts(model=model, train_set=data.train, val_set=data.val, task=task)
+    return TrainingParts(model=model, train_set=data.train, val_set=data.val, task=task, sharded=data.sharded)
 
 
 def run_job(
@@ -105,7 +111,7 @@ def run_job(
     status, reason, exc_info = "failed", "", None
     try:
         if parts is None:
-            parts = build_parts(config, run_dir / "data_report.json" if ctx.is_main else None)
+            parts = build_parts(config, run_dir / "data_report.json" if ctx.is_main else None, ctx)
         torch.manual_seed(config.seed + ctx.rank)  # per-rank dropout streams after identical init
         if ctx.is_main and telemetry is None and config.metrics_port is not None:
             telemetry = TrainingTelemetry(labels={"job": config.name, **config.labels})

@@ -72,3 +72,12 @@ def all_reduce_sums(values: dict[str, float], ctx: DistContext) -> dict[str, flo
     names = sorted(set().union(*gathered))
     summed = all_reduce_sum([float(values.get(n, 0.0)) for n in names], ctx)
     return dict(zip(names, summed, strict=True))
+
+
+def all_gather_int(value: int, ctx: DistContext) -> list[int]:
+    """``value`` from every rank, in rank order (``[value]`` for one process)."""
+    if not ctx.distributed:
+        return [int(value)]
+    gathered: list = [None] * ctx.world_size
+    dist.all_gather_object(gathered, int(value))
+    return [int(v) for v in gathered]

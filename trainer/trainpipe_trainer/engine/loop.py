@@ -4,7 +4,8 @@ Read ``Engine.fit`` top to bottom: resume, then per epoch train (with
 accumulation, clipping, the non-finite guard and stop requests at optimizer-
 step boundaries), validate, record, checkpoint, maybe stop early.
 
-Resume is exact: the sampler's order depends only on (seed, epoch), each
+Resume is exact: the sampler's order depends only on (seed, epoch) (with
+per-rank data, ``TrainingParts.sharded``: on (seed, epoch, rank)), each
 sample's augmentation only on (seed, epoch, index), the DataLoader draws from
 its own generator, and a checkpoint holds every RNG state plus the partial
 sums of the epoch in progress. A run interrupted mid-epoch and resumed
@@ -32,12 +33,22 @@ from trainpipe_trainer.contract.evidence import EpochRecord, PreviewRecord
 from trainpipe_trainer.contract.job_config import JobConfig
 from trainpipe_trainer.engine import checkpoint as ckpt
 from trainpipe_trainer.engine.accumulator import EpochSums
-from trainpipe_trainer.engine.distributed import DistContext, all_reduce_sums, any_rank, barrier
+from trainpipe_trainer.engine.distributed import (
+    DistContext,
+    all_gather_int,
+    all_reduce_sums,
+    any_rank,
+    barrier,
+)
 from trainpipe_trainer.engine.nan_guard import NonFiniteGuard
 from trainpipe_trainer.engine.optim import build_optimizer, build_scheduler
 from trainpipe_trainer.engine.precision import resolve_precision
 from trainpipe_trainer.engine.rng import capture_rng_state, restore_rng_state
-from trainpipe_trainer.engine.sampler import ResumableDistributedSampler, ShardSampler
+from trainpipe_trainer.engine.sampler import (
+    LocalShardSampler,
+    ResumableDistributedSampler,
+    ShardSampler,
+)
 from trainpipe_trainer.engine.stop import StopSignal, TrainingInterrupted
 from trainpipe_trainer.engine.training_log import LOGGER_NAME
 from trainpipe_trainer.tasks.base import Task, batch_to
@@ -61,6 +72,8 @@ class TrainingParts:
     train_set: Dataset
     val_set: Dataset
     task: Task
+    #: the sets hold only this rank's share (``TaskData.sharded``)
+    sharded: bool = False
 
 
 @dataclass
@@ -77,6 +90,24 @@ class Progress:
     epochs_without_improvement: int = 0
     history: list[EpochRecord] = field(default_factory=list)
     previews: list[PreviewRecord] = field(default_factory=list)
+
+
+def local_shard_sampler(local_size: int, ctx: DistContext, seed: int) -> LocalShardSampler:
+    """This rank's sampler over a pre-sharded train set, padded to the
+    longest rank's size (a collective: every rank calls it).
+
+    Raises:
+        ValueError: on every rank, when some rank's shard is empty while
+            another's is not (there is nothing to pad the empty one from).
+    """
+    sizes = all_gather_int(local_size, ctx)
+    if max(sizes) > 0 and min(sizes) == 0:
+        empty = [rank for rank, size in enumerate(sizes) if size == 0]
+        raise ValueError(
+            f"the sharded train split leaves rank(s) {empty} of {ctx.world_size} without a sample "
+            f"(samples per rank: {sizes}): train with fewer workers or add files"
+        )
+    return LocalShardSampler(local_size, max(sizes), ctx.rank, seed)
 
 
 class Engine:
@@ -114,11 +145,20 @@ class Engine:
         self.precision = resolve_precision(self.cfg.amp, ctx.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision.needs_scaler else None
 
-        self.train_sampler = ResumableDistributedSampler(
-            parts.train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed
-        )
+        self.train_sampler: ResumableDistributedSampler | LocalShardSampler
+        if parts.sharded and ctx.distributed:
+            # Each rank holds its own shard: sample it whole, padded to the
+            # longest shard (every rank runs the same batches, or DDP hangs);
+            # validate each rank's own samples once (the sums add up).
+            self.train_sampler = local_shard_sampler(len(parts.train_set), ctx, config.seed)  # type: ignore[arg-type]
+            val_sampler = ShardSampler(parts.val_set, 1, 0)
+        else:
+            self.train_sampler = ResumableDistributedSampler(
+                parts.train_set, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed
+            )
+            val_sampler = ShardSampler(parts.val_set, ctx.world_size, ctx.rank)
         self.train_loader = self._loader(parts.train_set, self.train_sampler)
-        self.val_loader = self._loader(parts.val_set, ShardSampler(parts.val_set, ctx.world_size, ctx.rank))
+        self.val_loader = self._loader(parts.val_set, val_sampler)
         self.batches_per_epoch = math.ceil(self.train_sampler.num_samples / config.data.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / self.cfg.grad_accum_steps)
 

@@ -45,13 +45,20 @@ if TYPE_CHECKING:
 
 @dataclass
 class TaskData:
-    """The three splits and what the task found reading them."""
+    """The three splits and what the task found reading them.
+
+    ``sharded``: the splits hold only this DDP rank's share (the task was
+    told its place with ``Task.shard`` and read only its files). The engine
+    then samples the local train set whole, padded to the longest rank's
+    length, and validates each rank's local val set once; otherwise every
+    rank holds every sample and the engine strides the indices over ranks."""
 
     train: Dataset
     val: Dataset
     test: Dataset
     report: DataReport | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    sharded: bool = False
 
 
 @dataclass
@@ -102,6 +109,16 @@ class Task(ABC):
         self.device = torch.device("cpu")
 
     # ------------------------------------------------------------ building
+    def shard(self, rank: int, world_size: int) -> None:
+        """Called before ``build_data`` in a training job's DDP ranks: this
+        process is rank ``rank`` of ``world_size``. A task that can read only
+        its share of the data (the VAE decodes only its shard of the audio
+        files) remembers it and returns ``TaskData(sharded=True)``. The
+        default does nothing: every rank reads everything (classification
+        decodes lazily per sample, so it costs nothing to hold every index).
+        Never called for the one-process preflight and evaluation."""
+        return None
+
     @abstractmethod
     def build_data(self) -> TaskData:
         """Open ``config.data``, split it (from ``config.seed``), and return the

@@ -1,11 +1,18 @@
 """The ``vae`` task's data layer: ``data.source`` in, three chunk datasets and a report out.
 
 ``build_audio_data`` resolves the source (``audio_source``: ``builtin:tones``
-or a folder), scans it for audio files (``audio_files``), decodes every file
-once (mono, resampled to ``data.audio.sampleRate``), splits the usable files
-BY FILE from the seed (``data.splits``, the classifier's seeded
-largest-remainder split, with one pseudo-class ``audio``), cuts each file
-into chunks (``chunks``) and keeps them in memory (``chunk_dataset``).
+or a folder), scans it for audio files (``audio_files``), reads each file's
+header, splits the files whose header reads BY FILE from the seed
+(``data.splits``, the classifier's seeded largest-remainder split, with one
+pseudo-class ``audio``), decodes each file once (mono, resampled to
+``data.audio.sampleRate``), cuts it into chunks (``chunks``) and keeps them
+in memory (``chunk_dataset``).
+
+Sharded decoding (``world_size > 1``, a DDP rank of a training job): every
+rank draws the same split from the headers, then decodes only its shard of
+each split (``shard_files``: every N-th file of the split's sorted list), so
+a rank's memory and load time are about 1/N of the whole. The engine trains
+on such per-rank datasets as they are (``TaskData.sharded``).
 
 Why by file: chunks of one recording are nearly the same sample; a chunk in
 train and its neighbour in val would make validation measure memory. The
@@ -46,9 +53,11 @@ from trainpipe_trainer.data.splits import split_by_class
 from trainpipe_trainer.tasks.vae.audio_files import (
     AUDIO_EXTENSIONS,
     AudioDecodeError,
+    AudioInfo,
     DecodedAudio,
     decode_audio,
     list_audio,
+    probe_audio,
 )
 from trainpipe_trainer.tasks.vae.audio_report import (
     duration_summary,
@@ -60,9 +69,9 @@ from trainpipe_trainer.tasks.vae.audio_report import (
 )
 from trainpipe_trainer.tasks.vae.audio_source import resolve_audio_source
 from trainpipe_trainer.tasks.vae.chunk_dataset import AudioChunkDataset
-from trainpipe_trainer.tasks.vae.chunks import chunk_samples_for, chunk_wave
+from trainpipe_trainer.tasks.vae.chunks import chunk_count, chunk_samples_for, chunk_wave
 
-__all__ = ["AudioData", "build_audio_data", "find_chunk_leakage"]
+__all__ = ["AudioData", "build_audio_data", "find_chunk_leakage", "shard_files"]
 
 MIN_FILES = 5
 MAX_FILES = 500
@@ -77,6 +86,7 @@ class AudioData:
     report: DataReport
     sample_rate: int
     chunk_samples: int
+    shard: tuple[int, int] = (0, 1)  # (rank, world size): the datasets hold this shard's files
 
     def split(self, name: str) -> AudioChunkDataset:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
@@ -105,12 +115,42 @@ def _decode_all(
         return list(pool.map(one, paths))
 
 
-def build_audio_data(cfg: DataConfig, seed: int) -> AudioData:
-    """Open ``cfg.source`` and return the train/val/test chunk datasets with their report."""
+def _probe_all(paths: list[Path]) -> list[AudioInfo | AudioDecodeError]:
+    def one(path: Path) -> AudioInfo | AudioDecodeError:
+        try:
+            return probe_audio(path)
+        except AudioDecodeError as exc:
+            return exc
+
+    return [one(path) for path in paths]
+
+
+def shard_files(files: list[str], rank: int, world_size: int) -> list[str]:
+    """Rank ``rank``'s files of one split: every ``world_size``-th file of the
+    split's sorted list, starting at ``rank``. Deterministic, disjoint across
+    ranks, their union is the split, and shard sizes differ by one file at
+    most (chunk counts may differ more: the engine pads the train shards)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    return list(files[rank::world_size])
+
+
+def build_audio_data(cfg: DataConfig, seed: int, rank: int = 0, world_size: int = 1) -> AudioData:
+    """Open ``cfg.source`` and return the train/val/test chunk datasets with their report.
+
+    ``world_size > 1``: sharded decoding. The split is the same on every rank
+    (it is drawn from the files' headers, read by every rank); rank ``rank``
+    then decodes only its shard of each split (``shard_files``), so memory
+    and decode time are divided by the number of ranks. The datasets hold
+    that shard; the report covers it, says so in a note, and keeps the whole
+    split's fractions and fingerprint (the Planning preflight, one process,
+    reports every file).
+    """
     audio = cfg.audio
     root = resolve_audio_source(cfg.source, cfg.cache_dir)
     paths, skipped = list_audio(root)
     chunk_samples = chunk_samples_for(audio)
+    sharded = world_size > 1
     notes: list[str] = []
     if skipped:
         notes.append(
@@ -118,32 +158,55 @@ def build_audio_data(cfg: DataConfig, seed: int) -> AudioData:
             f"supported: {' '.join(AUDIO_EXTENSIONS)}"
         )
 
+    # The split is drawn over the files whose header reads, with or without
+    # sharding: the Planning preflight (one process) checks exactly the split
+    # a sharded training job trains on. A file whose header reads but whose
+    # samples do not decode (rare: a truncated body) is listed as unreadable
+    # and leaves its split one file short.
     unreadable: list[UnreadableFile] = []
-    usable: dict[str, DecodedAudio] = {}
-    for path, result in zip(paths, _decode_all(paths, audio.sample_rate), strict=True):
+    headers: dict[str, AudioInfo] = {}
+    for path, probed in zip(paths, _probe_all(paths), strict=True):
         rel = _relative(path, root)
-        if isinstance(result, AudioDecodeError):
-            unreadable.append(UnreadableFile(path=rel, error=str(result)))
+        if isinstance(probed, AudioDecodeError):
+            unreadable.append(UnreadableFile(path=rel, error=str(probed)))
         else:
-            usable[rel] = result
+            headers[rel] = probed
 
     fractions = cfg.split.model_dump()
     assignment = {
         split: by_group[SPLIT_GROUP]
-        for split, by_group in split_by_class({SPLIT_GROUP: sorted(usable)}, fractions, seed).items()
+        for split, by_group in split_by_class({SPLIT_GROUP: sorted(headers)}, fractions, seed).items()
     }
-    split_of = {rel: split for split, rels in assignment.items() for rel in rels}
+    mine = {split: shard_files(assignment[split], rank, world_size) for split in SPLITS}
+
+    wanted = [rel for split in SPLITS for rel in mine[split]]
+    usable: dict[str, DecodedAudio] = {}
+    for rel, result in zip(wanted, _decode_all([root / rel for rel in wanted], audio.sample_rate), strict=True):
+        if isinstance(result, AudioDecodeError):
+            unreadable.append(UnreadableFile(path=rel, error=str(result)))
+        else:
+            usable[rel] = result
+    unreadable.sort(key=lambda u: u.path)
+    split_of = {rel: split for split, rels in mine.items() for rel in rels if rel in usable}
 
     chunks: dict[str, list] = {split: [] for split in SPLITS}
     sources: dict[str, list[str]] = {split: [] for split in SPLITS}
+    ids: dict[str, list[int]] = {split: [] for split in SPLITS}
     short: list[AudioFileNote] = []
     dropped_files, dropped_samples = 0, 0
     for split in SPLITS:
+        offset = 0  # the chunk's index in the whole split, predicted from the headers
         for rel in assignment[split]:
-            decoded = usable[rel]
+            predicted = chunk_count(headers[rel].length_at(audio.sample_rate), chunk_samples)
+            decoded = usable.get(rel)
+            if decoded is None:  # another rank's file, or one that did not decode
+                offset += predicted
+                continue
             pieces, dropped = chunk_wave(decoded.wave, chunk_samples)
             chunks[split].extend(pieces)
             sources[split].extend([rel] * len(pieces))
+            ids[split].extend(range(offset, offset + len(pieces)))
+            offset += predicted
             if decoded.wave.shape[0] < chunk_samples:
                 short.append(
                     AudioFileNote(
@@ -162,6 +225,8 @@ def build_audio_data(cfg: DataConfig, seed: int) -> AudioData:
             chunk_samples,
             augment=cfg.augment if split == "train" else (),
             seed=seed,
+            # unsharded: the local index is the split's index (unchanged)
+            sample_ids=ids[split] if sharded else None,
         )
         for split in SPLITS
     }
@@ -197,8 +262,10 @@ def build_audio_data(cfg: DataConfig, seed: int) -> AudioData:
         rates[str(decoded.source_rate)] = rates.get(str(decoded.source_rate), 0) + 1
         channels[str(decoded.channels)] = channels.get(str(decoded.channels), 0) + 1
 
-    files = {split: len(assignment[split]) for split in SPLITS}
-    total_files = sum(files.values())
+    files = {split: sum(rel in usable for rel in mine[split]) for split in SPLITS}
+    failed = len(wanted) - len(usable)  # header read, samples did not (this rank's files)
+    split_files = {split: len(assignment[split]) for split in SPLITS}
+    total_files = sum(split_files.values()) - failed
     if total_files < MIN_FILES:
         notes.append(
             f"only {total_files} usable audio file(s) under {root}: the vae task needs at least "
@@ -216,6 +283,14 @@ def build_audio_data(cfg: DataConfig, seed: int) -> AudioData:
         )
 
     listing = sorted(f"{split}\t{rel}" for split, rels in assignment.items() for rel in rels)
+    if sharded:
+        decoded_here = sum(files.values())
+        notes.append(
+            f"sharded decoding: rank {rank} of {world_size} decoded {decoded_here} of the split's "
+            f"{sum(split_files.values())} files ({', '.join(f'{s} {files[s]}/{split_files[s]}' for s in SPLITS)}); "
+            "counts, chunks, durations and the per-file findings are this shard's, the fractions and the "
+            "fingerprint the whole split's; the Planning preflight's data_report.json covers every file"
+        )
     report = DataReport(
         source=cfg.source,
         root=str(root),
@@ -224,7 +299,7 @@ def build_audio_data(cfg: DataConfig, seed: int) -> AudioData:
         classes=[],
         counts={split: {"files": files[split]} for split in SPLITS},
         requested_fractions=fractions,
-        actual_fractions={s: (files[s] / total_files if total_files else 0.0) for s in SPLITS},
+        actual_fractions={s: (split_files[s] / sum(split_files.values()) if total_files else 0.0) for s in SPLITS},
         total_samples=sum(len(datasets[s]) for s in SPLITS),
         files_scanned=len(paths),
         split_fingerprint=hashlib.sha256("\n".join(listing).encode()).hexdigest(),
@@ -255,4 +330,5 @@ def build_audio_data(cfg: DataConfig, seed: int) -> AudioData:
         report=report,
         sample_rate=audio.sample_rate,
         chunk_samples=chunk_samples,
+        shard=(rank, world_size),
     )

@@ -93,6 +93,43 @@ def _resample(wave: np.ndarray, source_rate: int, sample_rate: int) -> np.ndarra
     return np.asarray(out, dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says: enough to split the dataset and to predict
+    each file's chunk count before (or without) decoding it."""
+
+    frames: int
+    source_rate: int
+    channels: int
+
+    def length_at(self, sample_rate: int) -> int:
+        """Samples after resampling to ``sample_rate``: librosa's own rule
+        (``ceil(frames * ratio)``), so the prediction is exact."""
+        if self.source_rate == sample_rate:
+            return self.frames
+        return int(np.ceil(self.frames * (float(sample_rate) / self.source_rate)))
+
+
+def probe_audio(path: Path) -> AudioInfo:
+    """Read ``path``'s header only; raise ``AudioDecodeError`` when it is
+    unreadable or holds no samples (the checks ``decode_audio`` makes first).
+
+    Sharded decoding splits the dataset on this verdict, so every rank gets
+    the same split without decoding any other rank's files."""
+    import soundfile as sf
+
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as exc:
+        raise AudioDecodeError(path, f"{type(exc).__name__}: {exc}") from exc
+    if info.frames <= 0 or info.channels <= 0:
+        raise AudioDecodeError(path, "the file holds no audio samples")
+    if info.samplerate <= 0:
+        raise AudioDecodeError(path, f"invalid sample rate {info.samplerate}")
+    return AudioInfo(frames=int(info.frames), source_rate=int(info.samplerate), channels=int(info.channels))
+
+
 def decode_audio(path: Path, sample_rate: int) -> DecodedAudio:
     """Read ``path`` as float32 mono at ``sample_rate``; raise ``AudioDecodeError`` when unreadable."""
     import soundfile as sf

@@ -13,7 +13,10 @@ plumbing stays the same, and tells which chunk a reconstruction came from.
 Augmentation draws from its own ``torch.Generator`` seeded by
 ``sample_seed(seed, epoch, index)``: the same chunk in the same epoch is
 always augmented the same way, whatever the worker count or a mid-epoch
-resume, and the global RNG is never touched.
+resume, and the global RNG is never touched. With sharded decoding (each
+DDP rank holds only its files' chunks) ``sample_ids`` gives each local chunk
+the index it has in the whole split, so a chunk is augmented the same way
+whatever the number of ranks, and two ranks' chunks never share draws.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from trainpipe_trainer.data.dataset import sample_seed
 
 
 class AudioChunkDataset(Dataset):
-    """``chunks[i]`` came from the file ``chunk_sources[i]`` (relative to the data root)."""
+    """``chunks[i]`` came from the file ``chunk_sources[i]`` (relative to the
+    data root); ``sample_ids[i]`` (default ``i``) seeds its augmentation."""
 
     def __init__(
         self,
@@ -37,9 +41,12 @@ class AudioChunkDataset(Dataset):
         chunk_samples: int,
         augment: Sequence[str] = (),
         seed: int = 0,
+        sample_ids: Sequence[int] | None = None,
     ) -> None:
         if len(chunks) != len(chunk_sources):
             raise ValueError(f"{len(chunks)} chunks but {len(chunk_sources)} chunk sources")
+        if sample_ids is not None and len(sample_ids) != len(chunks):
+            raise ValueError(f"{len(chunks)} chunks but {len(sample_ids)} sample ids")
         self.chunk_samples = int(chunk_samples)
         if len(chunks):
             stacked = np.stack([np.asarray(c, dtype=np.float32).reshape(-1) for c in chunks])
@@ -51,6 +58,7 @@ class AudioChunkDataset(Dataset):
         self.chunk_sources = list(chunk_sources)
         self.augment = list(augment)
         self.seed = int(seed)
+        self.sample_ids = [int(i) for i in sample_ids] if sample_ids is not None else None
         self.epoch = 0
 
     @property
@@ -77,7 +85,8 @@ class AudioChunkDataset(Dataset):
         if self.augment:
             from trainpipe_trainer.tasks.vae.augment import augment_wave
 
-            generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
+            sample_id = self.sample_ids[index] if self.sample_ids is not None else index
+            generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, sample_id))
             wave = augment_wave(wave, self.augment, generator)
         else:
             wave = wave.clone()

@@ -37,3 +37,15 @@ def chunk_wave(wave: np.ndarray, chunk_samples: int) -> tuple[list[np.ndarray], 
         else:
             dropped = rest
     return chunks, dropped
+
+
+def chunk_count(length: int, chunk_samples: int) -> int:
+    """How many chunks ``chunk_wave`` cuts from a wave of ``length`` samples
+    (without the wave: sharded decoding numbers every chunk of a split from
+    the files' headers alone)."""
+    if chunk_samples <= 0:
+        raise ValueError(f"chunk_samples must be positive, got {chunk_samples}")
+    if length < chunk_samples:
+        return 1
+    full, rest = divmod(length, chunk_samples)
+    return full + (1 if rest and 2 * rest >= chunk_samples else 0)

@@ -61,15 +61,23 @@ class VaeTask(Task):
         self.val_mu: list[torch.Tensor] = []
         self.active: int | None = None
         self.preview_clips: list[tuple[torch.Tensor, str]] = []
+        self.shard_of: tuple[int, int] = (0, 1)  # (rank, world size); see shard()
 
     # ------------------------------------------------------------ building
+    def shard(self, rank: int, world_size: int) -> None:
+        """Decode only this rank's shard of each split (``audio_data.shard_files``)."""
+        self.shard_of = (rank, world_size)
+
     def build_data(self) -> TaskData:
         from trainpipe_trainer.tasks.vae.audio_data import build_audio_data
 
-        data = build_audio_data(self.config.data, self.config.seed)
+        rank, world_size = self.shard_of
+        data = build_audio_data(self.config.data, self.config.seed, rank=rank, world_size=world_size)
+        # Sharded: rank 0 (the one that writes previews) picks them from its own val files.
         self.preview_clips = _preview_clips(data.val, self.vae.preview_clips)
         return TaskData(train=data.train, val=data.val, test=data.test, report=data.report,
-                        info={"sample_rate": data.sample_rate, "chunk_samples": data.chunk_samples})
+                        info={"sample_rate": data.sample_rate, "chunk_samples": data.chunk_samples},
+                        sharded=world_size > 1)
 
     def build_model(self, data: TaskData) -> nn.Module:
         return build_vae(self.config.model.name, self.audio.n_mels, frames_for(self.audio), self.vae.latent_dim)
