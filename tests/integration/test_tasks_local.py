@@ -52,7 +52,7 @@ def vae_manifest(tmp_path: Path, name: str, **spec: Any) -> Path:
 
 def test_examples_tones_vae_runs_every_phase_to_succeeded(tmp_path: Path) -> None:
     run_dir = tmp_path / "tones"
-    result = run(REPO / "examples" / "tones-vae.yaml", run_dir)
+    result = run(REPO / "examples" / "tones-vae.yaml", run_dir, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     status = state(run_dir)
     assert status.phase == "Succeeded", status.message
