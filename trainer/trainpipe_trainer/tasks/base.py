@@ -217,3 +217,19 @@ def batch_to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, dict):
         return {k: batch_to(v, device) for k, v in batch.items()}
     return batch
+
+
+def int_or_none(value: object) -> int | None:
+    """A checkpoint's recorded number as an int, or None when absent or not one."""
+    try:
+        return None if value is None else int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def float_or_none(value: object) -> float | None:
+    """A checkpoint's recorded number as a float, or None when absent or not one."""
+    try:
+        return None if value is None else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None

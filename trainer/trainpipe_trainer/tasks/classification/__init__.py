@@ -27,7 +27,14 @@ from trainpipe_trainer.contract.results import (
     Preprocessing,
     TestEvaluation,
 )
-from trainpipe_trainer.tasks.base import EvaluatedModel, StepOutput, Task, TaskData
+from trainpipe_trainer.tasks.base import (
+    EvaluatedModel,
+    StepOutput,
+    Task,
+    TaskData,
+    float_or_none,
+    int_or_none,
+)
 from trainpipe_trainer.tasks.classification.confusion import (
     save_confusion_png,
     topk_correct,
@@ -199,8 +206,8 @@ class ClassificationTask(Task):
             confusion_matrix=matrix.tolist(),
             classes=list(self.classes),
             checkpoint=str(config.evaluate.checkpoint if config.evaluate else ""),
-            checkpoint_epoch=_int_or_none(state.get("epoch")),
-            checkpoint_val_loss=_float_or_none(state.get("val_loss")),
+            checkpoint_epoch=int_or_none(state.get("epoch")),
+            checkpoint_val_loss=float_or_none(state.get("val_loss")),
             model=config.model.name,
             data_source=config.data.source,
             split_fingerprint=data.report.split_fingerprint if data.report else "",
@@ -266,17 +273,3 @@ def _mismatch(checkpoint: Path, trained: list[str], source: str, data: list[str]
         f"but data.source {source} has {len(data)} classes {data[:10]} ({'; '.join(detail)}); "
         "evaluate with the data the model was trained on"
     )
-
-
-def _int_or_none(value: object) -> int | None:
-    try:
-        return None if value is None else int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return None
-
-
-def _float_or_none(value: object) -> float | None:
-    try:
-        return None if value is None else float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None

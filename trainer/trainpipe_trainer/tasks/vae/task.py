@@ -39,7 +39,14 @@ from torch.utils.data import DataLoader, SequentialSampler
 from trainpipe_trainer.contract.evidence import PreviewRecord
 from trainpipe_trainer.contract.job_config import JobConfig
 from trainpipe_trainer.contract.results import ExportReport, TestEvaluation
-from trainpipe_trainer.tasks.base import EvaluatedModel, StepOutput, Task, TaskData
+from trainpipe_trainer.tasks.base import (
+    EvaluatedModel,
+    StepOutput,
+    Task,
+    TaskData,
+    float_or_none,
+    int_or_none,
+)
 from trainpipe_trainer.tasks.vae.loss import active_units, kl_weight, vae_loss
 from trainpipe_trainer.tasks.vae.mel import LogMel, frames_for, log_mel_to_audio
 from trainpipe_trainer.tasks.vae.model import build_vae
@@ -238,7 +245,7 @@ class VaeTask(Task):
             metrics={"test_loss": elbo_loss if finite else None, "test_recon": recon if math.isfinite(recon) else None,
                      "test_kl": kl if math.isfinite(kl) else None},
             confusion_png=None, checkpoint=str(config.evaluate.checkpoint if config.evaluate else ""),
-            checkpoint_epoch=_int_or_none(state.get("epoch")), checkpoint_val_loss=_float_or_none(state.get("val_loss")),
+            checkpoint_epoch=int_or_none(state.get("epoch")), checkpoint_val_loss=float_or_none(state.get("val_loss")),
             model=config.model.name, data_source=config.data.source,
             split_fingerprint=data.report.split_fingerprint if data.report else "",
             evaluated_at=datetime.now(timezone.utc).isoformat(),
@@ -315,17 +322,3 @@ def _preview_clips(val: Any, wanted: int) -> list[tuple[torch.Tensor, str]]:
         if len(chosen) == wanted:
             break
     return chosen
-
-
-def _int_or_none(value: object) -> int | None:
-    try:
-        return None if value is None else int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return None
-
-
-def _float_or_none(value: object) -> float | None:
-    try:
-        return None if value is None else float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
