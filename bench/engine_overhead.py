@@ -239,6 +239,9 @@ def summarize(setup: dict[str, Any], engine: list[list[float]], plain: list[list
         "plain_median_step_s": statistics.median(plain_all),
         "engine_round_medians_s": [statistics.median(r) for r in engine],
         "plain_round_medians_s": [statistics.median(r) for r in plain],
+        # Each round's engine and plain runs ran back to back: their ratio is
+        # the least exposed to load that changes between rounds.
+        "per_round_ratios": [statistics.median(e) / statistics.median(p) for e, p in zip(engine, plain, strict=True)],
         "step_time_ratio": ratio, "step_time_ratio_target": STEP_RATIO_TARGET,
         "step_time_ratio_met": ratio <= STEP_RATIO_TARGET,
         "checkpoint_save_fraction_of_epoch": save_fraction, "checkpoint_save_target": CHECKPOINT_TARGET,
