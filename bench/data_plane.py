@@ -160,9 +160,12 @@ def load_bench(sources: dict[str, str], cache_dir: str, rounds: int) -> dict[str
     out: dict[str, Any] = {}
     for name, source in sources.items():
         raw: dict[str, list] = {case: [] for case, _, _ in LOAD_CASES}
-        for _ in range(rounds):
+        for round_ in range(rounds):
             for case, ranks, sharded in LOAD_CASES:
                 raw[case].append(measure_load(source, cache_dir, ranks, sharded))
+                print(f"  round {round_ + 1} {name}, {case}: "
+                      + ", ".join(f"rank {r['rank']} {r['load_seconds']:.2f} s {r['peak_rss_mib']:.0f} MiB peak"
+                                  for r in raw[case][-1]), flush=True)
         cases = {}
         for case, ranks, _ in LOAD_CASES:
             per_rank = []
@@ -284,6 +287,11 @@ def training_bench(source: str, cache_dir: str, work: Path, args: argparse.Names
     return out
 
 
+def write(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def machine() -> dict[str, Any]:
     import torch
 
@@ -328,6 +336,7 @@ def main() -> None:
         if not args.skip_load:
             print("(a) load time and peak RSS per rank", flush=True)
             result["load"] = load_bench(sources, cache, args.rounds)
+            write(args.output.with_suffix(".partial.json"), result)  # kept if the training runs fail
         print("(b)/(c) training runs on the synthetic folder", flush=True)
         result["training"] = training_bench(str(synthetic), cache, work / "runs", args)
     targets = {}
@@ -335,8 +344,8 @@ def main() -> None:
         targets["ray_epoch_seconds_le_1.05x_torch_ddp"] = result["training"]["ray_vs_torch_ddp"]["met"]
     targets["two_workers_samples_per_second_ge_1.6x_one"] = result["training"]["two_workers_vs_one"]["met"]
     result["targets_met"] = targets
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    write(args.output, result)
+    args.output.with_suffix(".partial.json").unlink(missing_ok=True)
     summary = {k: v for k, v in result.items() if k not in ("load", "training")}
     summary["load"] = {name: section["sharded_vs_unsharded_2_ranks"] for name, section in result.get("load", {}).items()}
     summary["training"] = {k: v for k, v in result["training"].items() if k != "runs"}
