@@ -127,13 +127,17 @@ def _load_rank(source: str, cache_dir: str, rank: int, world_size: int, sharded:
 
     cfg = DataConfig(source=source, cache_dir=cache_dir)
     before = proc_status_mib()
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     data = build_audio_data(cfg, SEED, rank=rank, world_size=world_size) if sharded else build_audio_data(cfg, SEED)
     seconds = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     after = proc_status_mib()
+    # CPU seconds (every thread): the rank's work, whatever else the cores run
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     held = sum(int(data.split(s).waves.numel()) * 4 for s in ("train", "val", "test"))
     files = sum(len(data.split(s).files) for s in ("train", "val", "test"))
-    queue.put({"rank": rank, "load_seconds": seconds, "decoder_warmup_seconds": warmup,
+    queue.put({"rank": rank, "load_seconds": seconds, "load_cpu_seconds": cpu, "decoder_warmup_seconds": warmup,
                "peak_rss_mib": after["VmHWM"], "peak_rss_before_load_mib": before["VmHWM"],
                "rss_before_load_mib": before["VmRSS"], "rss_after_load_mib": after["VmRSS"],
                "rss_held_by_data_mib": after["VmRSS"] - before["VmRSS"],
@@ -182,7 +186,8 @@ def load_bench(sources: dict[str, str], cache_dir: str, rounds: int) -> dict[str
             for case, ranks, sharded in LOAD_CASES:
                 raw[case].append(measure_load(source, cache_dir, ranks, sharded))
                 print(f"  round {round_ + 1} {name}, {case}: "
-                      + ", ".join(f"rank {r['rank']} {r['load_seconds']:.2f} s {r['peak_rss_mib']:.0f} MiB peak"
+                      + ", ".join(f"rank {r['rank']} {r['load_seconds']:.2f} s ({r['load_cpu_seconds']:.2f} s CPU) "
+                                            f"{r['peak_rss_mib']:.0f} MiB peak"
                                   for r in raw[case][-1]), flush=True)
         cases = {}
         for case, ranks, _ in LOAD_CASES:
@@ -193,6 +198,7 @@ def load_bench(sources: dict[str, str], cache_dir: str, rounds: int) -> dict[str
                     "rank": rank,
                     "load_seconds_median": statistics.median(r["load_seconds"] for r in runs),
                     "peak_rss_mib_median": statistics.median(r["peak_rss_mib"] for r in runs),
+                    "load_cpu_seconds_median": statistics.median(r["load_cpu_seconds"] for r in runs),
                     "decoder_warmup_seconds_median": statistics.median(r["decoder_warmup_seconds"] for r in runs),
                     "rss_held_by_data_mib_median": statistics.median(r["rss_held_by_data_mib"] for r in runs),
                     "files_decoded": runs[0]["files_decoded"],
@@ -207,6 +213,7 @@ def load_bench(sources: dict[str, str], cache_dir: str, rounds: int) -> dict[str
             "sharded_vs_unsharded_2_ranks": {
                 key: worst_ratio(sharded, unsharded, field)
                 for key, field in (("load_seconds_ratio", "load_seconds_median"),
+                                   ("load_cpu_seconds_ratio", "load_cpu_seconds_median"),
                                    ("peak_rss_ratio", "peak_rss_mib_median"),
                                    ("rss_held_by_data_ratio", "rss_held_by_data_mib_median"),
                                    ("chunk_mib_held_ratio", "chunk_mib_held"))
@@ -214,7 +221,8 @@ def load_bench(sources: dict[str, str], cache_dir: str, rounds: int) -> dict[str
                 "note": ("sharded / unsharded, the slowest or largest rank of each case (a job waits for its "
                          "slowest rank); peak RSS (VmHWM) includes the interpreter, torch and librosa (the "
                          "same in every case); rss_held_by_data is VmRSS after the load minus before it; "
-                         "load time excludes librosa's one-time first-call cost (decoder_warmup_seconds)"),
+                         "load time excludes librosa's one-time first-call cost (decoder_warmup_seconds); load_cpu "
+                         "is the rank's CPU time (all threads), which other load on the cores does not inflate"),
             },
         }
     return out
