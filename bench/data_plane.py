@@ -27,12 +27,15 @@ its workers that setting by itself).
 The data: ``builtin:tones`` is 36 clips (about 60 s of audio; 58 train chunks
 of 1 s): at batch 16 and 2 workers an epoch is 2 steps per rank, so fixed
 per-epoch costs (validation, all-reduces, the checkpoint) would be the
-measurement. The bench therefore writes a synthetic folder (``--files``
-clips of ``--seconds`` s at 22.05 kHz, resampled to 16 kHz on load, as
-recorded audio usually is) and measures (a) on both it and tones.
+measurement. The bench therefore trains on a synthetic folder it writes
+(``--files`` clips of ``--seconds`` s at 22.05 kHz, resampled to 16 kHz on
+load, as recorded audio usually is), and measures (a) on tones and on a
+larger synthetic folder (``--load-files`` x ``--load-seconds``), where
+decoding, not process start-up, is what a rank waits for.
 
     .venv/bin/python bench/data_plane.py [--rounds 3] [--epochs 4] [--files 200] [--seconds 3]
-        [--batch-size 16] [--threads-per-worker 1] [--skip-ray] [--output bench/results/data_plane.json]
+        [--load-files 400] [--load-seconds 6] [--batch-size 16] [--threads-per-worker 1]
+        [--skip-ray] [--skip-load] [--output bench/results/data_plane.json]
 
 Targets: Ray <= 1.05x the plain run's time per epoch; 2 workers >= 1.6x the
 samples/s of 1.
@@ -45,6 +48,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -100,37 +104,55 @@ def dataset_summary(source: str, cache_dir: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- (a) load
 def _load_rank(source: str, cache_dir: str, rank: int, world_size: int, sharded: bool, queue: Any) -> None:
-    """One rank process: import everything first, then time the data build."""
+    """One rank process: import everything and warm the decoder first, then
+    time the data build.
+
+    Peak RSS is the process's own high-water mark, ``VmHWM``. ``getrusage``'s
+    ``ru_maxrss`` is recorded too but does not measure the rank on Linux: it
+    survives ``execve``, so a process forked from a large parent (this
+    bench, or a launcher that imported torch) starts at the parent's size."""
     import resource
 
-    import librosa  # noqa: F401  (imported before the clock starts: load time is decoding)
+    import librosa
+    import numpy as np
 
     from trainpipe_trainer.contract.job_config import DataConfig
     from trainpipe_trainer.tasks.vae.audio_data import build_audio_data
 
+    # librosa's first resample costs seconds (lazy imports, numba): once per
+    # process, whatever the shard. Paid here, timed apart from the load.
+    started = time.perf_counter()
+    librosa.resample(np.zeros(4096, dtype=np.float32), orig_sr=SYNTH_RATE, target_sr=16000, res_type="soxr_hq")
+    warmup = time.perf_counter() - started
+
     cfg = DataConfig(source=source, cache_dir=cache_dir)
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rss_before = current_rss_mib()
+    before = proc_status_mib()
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     data = build_audio_data(cfg, SEED, rank=rank, world_size=world_size) if sharded else build_audio_data(cfg, SEED)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rss_after = current_rss_mib()
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    after = proc_status_mib()
+    # CPU seconds (every thread): the rank's work, whatever else the cores run
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     held = sum(int(data.split(s).waves.numel()) * 4 for s in ("train", "val", "test"))
     files = sum(len(data.split(s).files) for s in ("train", "val", "test"))
-    queue.put({"rank": rank, "load_seconds": seconds, "peak_rss_mib": peak,
-               "peak_rss_before_load_mib": peak_before, "peak_rss_growth_mib": peak - peak_before,
-               "rss_before_load_mib": rss_before, "rss_after_load_mib": rss_after,
-               "rss_held_by_data_mib": rss_after - rss_before,
+    queue.put({"rank": rank, "load_seconds": seconds, "load_cpu_seconds": cpu, "decoder_warmup_seconds": warmup,
+               "peak_rss_mib": after["VmHWM"], "peak_rss_before_load_mib": before["VmHWM"],
+               "rss_before_load_mib": before["VmRSS"], "rss_after_load_mib": after["VmRSS"],
+               "rss_held_by_data_mib": after["VmRSS"] - before["VmRSS"],
+               "getrusage_ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "files_decoded": files, "chunk_mib_held": held / 2**20})
 
 
-def current_rss_mib() -> float:
-    """The resident set now (VmRSS), not the high-water mark."""
+def proc_status_mib() -> dict[str, float]:
+    """VmRSS (resident now) and VmHWM (this process's peak) in MiB."""
+    out = {}
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
 
 
 def measure_load(source: str, cache_dir: str, ranks: int, sharded: bool) -> list[dict[str, Any]]:
@@ -160,9 +182,13 @@ def load_bench(sources: dict[str, str], cache_dir: str, rounds: int) -> dict[str
     out: dict[str, Any] = {}
     for name, source in sources.items():
         raw: dict[str, list] = {case: [] for case, _, _ in LOAD_CASES}
-        for _ in range(rounds):
+        for round_ in range(rounds):
             for case, ranks, sharded in LOAD_CASES:
                 raw[case].append(measure_load(source, cache_dir, ranks, sharded))
+                print(f"  round {round_ + 1} {name}, {case}: "
+                      + ", ".join(f"rank {r['rank']} {r['load_seconds']:.2f} s ({r['load_cpu_seconds']:.2f} s CPU) "
+                                            f"{r['peak_rss_mib']:.0f} MiB peak"
+                                  for r in raw[case][-1]), flush=True)
         cases = {}
         for case, ranks, _ in LOAD_CASES:
             per_rank = []
@@ -172,7 +198,8 @@ def load_bench(sources: dict[str, str], cache_dir: str, rounds: int) -> dict[str
                     "rank": rank,
                     "load_seconds_median": statistics.median(r["load_seconds"] for r in runs),
                     "peak_rss_mib_median": statistics.median(r["peak_rss_mib"] for r in runs),
-                    "peak_rss_growth_mib_median": statistics.median(r["peak_rss_growth_mib"] for r in runs),
+                    "load_cpu_seconds_median": statistics.median(r["load_cpu_seconds"] for r in runs),
+                    "decoder_warmup_seconds_median": statistics.median(r["decoder_warmup_seconds"] for r in runs),
                     "rss_held_by_data_mib_median": statistics.median(r["rss_held_by_data_mib"] for r in runs),
                     "files_decoded": runs[0]["files_decoded"],
                     "chunk_mib_held": runs[0]["chunk_mib_held"],
@@ -186,13 +213,16 @@ def load_bench(sources: dict[str, str], cache_dir: str, rounds: int) -> dict[str
             "sharded_vs_unsharded_2_ranks": {
                 key: worst_ratio(sharded, unsharded, field)
                 for key, field in (("load_seconds_ratio", "load_seconds_median"),
+                                   ("load_cpu_seconds_ratio", "load_cpu_seconds_median"),
                                    ("peak_rss_ratio", "peak_rss_mib_median"),
                                    ("rss_held_by_data_ratio", "rss_held_by_data_mib_median"),
                                    ("chunk_mib_held_ratio", "chunk_mib_held"))
             } | {
                 "note": ("sharded / unsharded, the slowest or largest rank of each case (a job waits for its "
-                         "slowest rank); peak RSS includes the interpreter, torch and librosa (the same in "
-                         "every case), rss_held_by_data is VmRSS after the load minus before it"),
+                         "slowest rank); peak RSS (VmHWM) includes the interpreter, torch and librosa (the "
+                         "same in every case); rss_held_by_data is VmRSS after the load minus before it; "
+                         "load time excludes librosa's one-time first-call cost (decoder_warmup_seconds); load_cpu "
+                         "is the rank's CPU time (all threads), which other load on the cores does not inflate"),
             },
         }
     return out
@@ -284,6 +314,18 @@ def training_bench(source: str, cache_dir: str, work: Path, args: argparse.Names
     return out
 
 
+def _stopped_by(signum: int, _frame: Any) -> None:
+    """Say which signal ended the bench (a shared machine's cleanups can)."""
+    print(f"data_plane: stopped by signal {signal.Signals(signum).name} at "
+          f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+
+def write(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def machine() -> dict[str, Any]:
     import torch
 
@@ -306,6 +348,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="per training run; the first is dropped")
     parser.add_argument("--files", type=int, default=200, help="synthetic clips")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each synthetic clip")
+    parser.add_argument("--load-files", type=int, default=400, help="synthetic clips for (a)")
+    parser.add_argument("--load-seconds", type=float, default=6.0, help="their length")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads-per-worker", type=int, default=1)
     parser.add_argument("--skip-ray", action="store_true", help="no Ray Train runs (no (b))")
@@ -313,6 +357,8 @@ def main() -> None:
     parser.add_argument("--run-timeout", type=int, default=900)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, _stopped_by)
 
     result: dict[str, Any] = {
         "bench": "data_plane", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -323,11 +369,15 @@ def main() -> None:
         cache = str(work / "cache")
         synthetic = write_synthetic_audio(work / "synthetic", args.files, args.seconds)
         sources = {"builtin:tones": "builtin:tones", "synthetic": str(synthetic)}
+        if not args.skip_load:
+            large = write_synthetic_audio(work / "synthetic-large", args.load_files, args.load_seconds)
+            sources["synthetic-large"] = str(large)
         result["datasets"] = {name: dataset_summary(src, cache) for name, src in sources.items()}
         print("datasets:", json.dumps(result["datasets"]), flush=True)
         if not args.skip_load:
             print("(a) load time and peak RSS per rank", flush=True)
-            result["load"] = load_bench(sources, cache, args.rounds)
+            result["load"] = load_bench({k: v for k, v in sources.items() if k != "synthetic"}, cache, args.rounds)
+            write(args.output.with_suffix(".partial.json"), result)  # kept if the training runs fail
         print("(b)/(c) training runs on the synthetic folder", flush=True)
         result["training"] = training_bench(str(synthetic), cache, work / "runs", args)
     targets = {}
@@ -335,8 +385,8 @@ def main() -> None:
         targets["ray_epoch_seconds_le_1.05x_torch_ddp"] = result["training"]["ray_vs_torch_ddp"]["met"]
     targets["two_workers_samples_per_second_ge_1.6x_one"] = result["training"]["two_workers_vs_one"]["met"]
     result["targets_met"] = targets
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    write(args.output, result)
+    args.output.with_suffix(".partial.json").unlink(missing_ok=True)
     summary = {k: v for k, v in result.items() if k not in ("load", "training")}
     summary["load"] = {name: section["sharded_vs_unsharded_2_ranks"] for name, section in result.get("load", {}).items()}
     summary["training"] = {k: v for k, v in result["training"].items() if k != "runs"}
