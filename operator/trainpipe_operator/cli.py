@@ -65,6 +65,12 @@ def cmd_operator(args: argparse.Namespace) -> int:
     return run_operator(settings, args.kubeconfig, json_logs=not args.plain_logs)
 
 
+def _add_set_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                        help="override a spec field, e.g. --set baseline.lr=0.01 --set data.augment=[hflip,crop] "
+                             "(dotted names under spec, the value as YAML; repeatable, a later one wins)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainpipe", description="Gated training pipelines.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,11 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", type=Path, help="where the run goes (default: runs/<metadata.name>)")
     run.add_argument("--fresh", action="store_true", help="start over, discarding the run directory")
     run.add_argument("--quiet", action="store_true", help="no progress output")
-    run.set_defaults(func=lambda a: commands.run(a.pipeline, a.run_dir, a.fresh, a.quiet))
+    _add_set_option(run)
+    run.set_defaults(func=lambda a: commands.run(a.pipeline, a.run_dir, a.fresh, a.quiet, a.set))
 
     validate = sub.add_parser("validate", help="check a manifest; one line per problem, exit 2 when invalid")
     validate.add_argument("pipeline", type=Path)
-    validate.set_defaults(func=lambda a: commands.validate(a.pipeline))
+    _add_set_option(validate)
+    validate.set_defaults(func=lambda a: commands.validate(a.pipeline, a.set))
 
     status = sub.add_parser("status", help="phase, gates with their checks, decisions and artifacts of a run")
     status.add_argument("run_dir", type=Path)

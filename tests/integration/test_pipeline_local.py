@@ -94,8 +94,15 @@ def test_examples_digits_runs_every_phase_to_succeeded(tmp_path: Path) -> None:
 
 def test_a_target_met_at_baseline_skips_diagnostics_and_waits_for_approval(tmp_path: Path) -> None:
     run_dir = tmp_path / "fast"
-    result = run(manifest(tmp_path, "fast", approval={"required": True}, gates={"reproducibility": True}), run_dir)
+    # approval and the reproducibility check come from --set, not the file
+    path = manifest(tmp_path, "fast")
+    result = run(path, run_dir, "--set", "approval.required=true", "--set", "gates.reproducibility=true")
     assert result.returncode == 0, result.stderr[-3000:]
+    recorded = yaml.safe_load((run_dir / "pipeline.yaml").read_text())["spec"]
+    assert recorded["approval"]["required"] is True and recorded["gates"]["reproducibility"] is True
+    # the run directory holds the resolved spec: the file alone is a different spec
+    again = run(path, run_dir)
+    assert again.returncode == 2 and "different spec" in again.stderr
     assert decisions(run_dir) == [("Pending", "start"), ("Planning", "gate-passed"),
                                   ("Baseline", "deploy-baseline"), ("Finalization", "await-approval")]
     assert not (run_dir / "03_diagnostics").exists() and not (run_dir / "04_optimization").exists()

@@ -30,9 +30,9 @@ from trainpipe_operator.spec.pipeline import TrainingPipeline
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def validate(path: Path) -> int:
+def validate(path: Path, overrides: list[str] | None = None) -> int:
     try:
-        pipeline = load_manifest(path)
+        pipeline = load_manifest(path, overrides)
     except ManifestError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
@@ -69,9 +69,13 @@ def _prepare_run_dir(pipeline: TrainingPipeline, run_dir: Path, fresh: bool) -> 
     rundir.write_yaml(stored, pipeline.dump())
 
 
-def run(path: Path, run_dir: Path | None, fresh: bool, quiet: bool = False) -> int:
+def run(path: Path, run_dir: Path | None, fresh: bool, quiet: bool = False,
+        overrides: list[str] | None = None) -> int:
+    """Runs the pipeline in ``path`` (with ``--set`` overrides applied) to its
+    end. The run directory records the resolved spec; rerunning continues it
+    only with the same resolved spec."""
     try:
-        pipeline = load_manifest(path)
+        pipeline = load_manifest(path, overrides)
         run_dir = run_dir or Path("runs") / pipeline.metadata.name
         _prepare_run_dir(pipeline, run_dir, fresh)
         launcher, runtime = _launcher(pipeline)

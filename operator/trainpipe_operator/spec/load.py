@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from trainpipe_operator.spec.overrides import OverrideError, apply_overrides
 from trainpipe_operator.spec.pipeline import TrainingPipeline
 from trainpipe_trainer.contract.validation_errors import format_validation_error
 
@@ -19,8 +20,12 @@ class ManifestError(Exception):
         self.problems = problems
 
 
-def load_manifest(path: Path) -> TrainingPipeline:
-    """Raises ManifestError with one line per problem (never a traceback)."""
+def load_manifest(path: Path, overrides: list[str] | None = None) -> TrainingPipeline:
+    """Raises ManifestError with one line per problem (never a traceback).
+
+    ``overrides`` are ``--set PATH=VALUE`` strings (spec/overrides.py),
+    applied before validation; a problem they cause names the field and the
+    --set options as its source."""
     try:
         with open(path, encoding="utf-8") as handle:
             docs = [d for d in yaml.safe_load_all(handle) if d is not None]
@@ -30,7 +35,14 @@ def load_manifest(path: Path) -> TrainingPipeline:
         raise ManifestError(path, [f"{path}: not valid YAML: {exc}"]) from None
     if len(docs) != 1 or not isinstance(docs[0], dict):
         raise ManifestError(path, [f"{path}: expected one TrainingPipeline mapping, found {len(docs)} document(s)"])
+    document, source = docs[0], str(path)
+    if overrides:
+        try:
+            document = apply_overrides(document, overrides)
+        except OverrideError as exc:
+            raise ManifestError(path, [f"{path}: {exc}"]) from None
+        source = f"{path} with " + " ".join(f"--set {o}" for o in overrides)
     try:
-        return TrainingPipeline.model_validate(docs[0])
+        return TrainingPipeline.model_validate(document)
     except ValidationError as exc:
-        raise ManifestError(path, format_validation_error(exc, source=str(path))) from None
+        raise ManifestError(path, format_validation_error(exc, source=source)) from None
