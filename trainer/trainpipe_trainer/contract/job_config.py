@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from trainpipe_trainer.contract.tracking import TrackingConfig
+
 AUGMENTATIONS = ("hflip", "crop", "rotation", "colorjitter")
 AUDIO_AUGMENTATIONS = ("gain", "shift", "noise", "mask")
 TASKS = ("classification", "vae", "custom")
@@ -202,6 +204,8 @@ class JobConfig(_Model):
     labels: dict[str, str] = Field(
         default_factory=dict, description="added to every exported metric (pipeline, phase, ...)"
     )
+    # Not part of config_hash: where a job reports never changes what it trains.
+    tracking: TrackingConfig | None = Field(None, description="MLflow/W&B runs to report to (contract/tracking.py)")
 
     def config_hash(self) -> str:
         """Hash of what changes the trained result (not where it is written)."""
