@@ -17,6 +17,7 @@ own error code and message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ class MlflowRest:
         """status: RUNNING, FINISHED, FAILED or KILLED."""
         raise NotImplementedError
 
-    def log_batch(self, run_id: str, metrics: list[Metric] = (), params: dict[str, str] | None = None,
+    def log_batch(self, run_id: str, metrics: Sequence[Metric] = (), params: dict[str, str] | None = None,
                   tags: dict[str, str] | None = None) -> None:
         """Metrics, params and tags in as few requests as MLflow's limits
         allow (1000 metrics, 100 params, 100 tags per request; values
