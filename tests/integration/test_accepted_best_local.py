@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_pipeline_local import TRAINPIPE, decisions, manifest, run, state
+from tests.integration.local_pipelines import TRAINPIPE, decisions, manifest, run, state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,57 +1,21 @@
 """`trainpipe run` on this machine, real training on the CPU: the phase
-machine, every gate, the decisions the seeds describe, and resuming."""
+machine, every gate and the decisions the seeds describe. (Resuming and the
+Ray runtime: test_pipeline_local_resume.py.)"""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from trainpipe_operator.spec.status import PipelineStatus
+from tests.integration.local_pipelines import REPO, TRAINPIPE, decisions, manifest, run, state
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.results import ExportReport
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-REPO = Path(__file__).resolve().parents[2]
-TRAINPIPE = str(Path(sys.executable).parent / "trainpipe")
-
-
-def manifest(tmp_path: Path, name: str, **spec: Any) -> Path:
-    base: dict[str, Any] = {
-        "data": {"source": "builtin:digits", "imageSize": 8, "batchSize": 64},
-        "target": {"metric": "val_acc", "value": 0.5},
-        "baseline": {"epochs": 2, "lr": 0.003},
-        "finalization": {"epochs": 2, "patience": 2},
-    }
-    for key, value in spec.items():
-        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline",
-                                    "metadata": {"name": name}, "spec": base}))
-    return path
-
-
-def run(path: Path, run_dir: Path, *extra: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([TRAINPIPE, "run", str(path), "--run-dir", str(run_dir), *extra],
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def state(run_dir: Path) -> PipelineStatus:
-    return PipelineStatus.model_validate_json((run_dir / "state.json").read_text())
-
-
-def decisions(run_dir: Path) -> list[tuple[str, str]]:
-    return [(d.phase, d.decision) for d in state(run_dir).decisions]
-
 
 def test_examples_digits_runs_every_phase_to_succeeded(tmp_path: Path) -> None:
     run_dir = tmp_path / "digits"
@@ -163,37 +127,6 @@ def test_train_val_copies_are_blocked_at_planning(tmp_path: Path) -> None:
     assert "split-integrity" in status.message
 
 
-def test_ctrl_c_mid_baseline_then_rerun_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    spec = {"baseline": {"epochs": 4}}
-    straight_dir = tmp_path / "straight"
-    assert run(manifest(tmp_path, "straight", **spec), straight_dir).returncode == 0
-
-    path = manifest(tmp_path, "interrupted", **spec)
-    run_dir = tmp_path / "interrupted"
-    proc = subprocess.Popen([TRAINPIPE, "run", str(path), "--run-dir", str(run_dir)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    log = run_dir / "02_baseline" / "logs" / "training.log"
-    deadline = time.monotonic() + 300
-    while not (log.exists() and "step 30 " in log.read_text()):
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
-    output, _ = proc.communicate(timeout=180)
-    assert proc.returncode == 130, output[-3000:]
-    interrupted = state(run_dir)
-    assert interrupted.phase == "Baseline" and interrupted.job.state == "INTERRUPTED"
-
-    again = run(path, run_dir)
-    assert again.returncode == 0, again.stderr[-3000:]
-    resumed = Evidence.read(run_dir / "02_baseline/evidence.json")
-    reference = Evidence.read(straight_dir / "02_baseline/evidence.json")
-    assert resumed.resumed_from_epoch is not None
-    assert [(e.train_loss, e.val_loss) for e in resumed.epochs] == [(e.train_loss, e.val_loss) for e in reference.epochs]
-    assert state(run_dir).phase == state(straight_dir).phase == "Succeeded"
-    assert state(run_dir).metrics.test_acc == state(straight_dir).metrics.test_acc
-
-
 def test_past_the_budget_the_best_result_is_finalized_and_the_report_says_so(tmp_path: Path) -> None:
     run_dir = tmp_path / "budget"
     path = manifest(tmp_path, "budget", target={"metric": "val_acc", "value": 0.9999},
@@ -209,16 +142,3 @@ def test_past_the_budget_the_best_result_is_finalized_and_the_report_says_so(tmp
     assert result.returncode == (0 if status.phase == "Succeeded" else 1)
 
 
-def test_runtime_ray_submits_each_phase_as_a_ray_job(tmp_path: Path) -> None:
-    """No address: the runner starts a local Ray head (token auth on), submits
-    every phase's job through the Job Submission API, and stops the head."""
-    run_dir = tmp_path / "ray"
-    path = manifest(tmp_path, "ray-pipeline", runtime={"type": "ray"}, resources={"workers": 2})
-    result = run(path, run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    status = state(run_dir)
-    assert status.phase == "Succeeded"
-    assert status.job.submission_id == f"ray-pipeline-{status.run_id}-05-finalization-evaluate-a1"
-    baseline = Evidence.read(run_dir / "02_baseline/evidence.json")
-    assert baseline.world_size == 2  # Ray Train ran two DDP workers inside the Ray job
-    assert f"Running entrypoint for job ray-pipeline-{status.run_id}-02-baseline-train-a1" in (run_dir / "02_baseline/job_output.log").read_text()
