@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from trainpipe_operator.spec.status import PipelineStatus
+from trainpipe_operator.spec.status import CheckStatus, PipelineStatus
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINPIPE = str(Path(sys.executable).parent / "trainpipe")
@@ -27,7 +27,7 @@ def state(run_dir: Path) -> PipelineStatus:
     return PipelineStatus.model_validate_json((run_dir / "state.json").read_text())
 
 
-def check(status: PipelineStatus, gate: str, check_id: str):  # type: ignore[no-untyped-def]
+def check(status: PipelineStatus, gate: str, check_id: str) -> CheckStatus:
     return next(c for c in status.gates[gate].checks if c.id == check_id)
 
 
