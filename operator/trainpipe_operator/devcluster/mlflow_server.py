@@ -56,8 +56,10 @@ class MlflowServer:
 
     ``started_in_s`` says how long it took to answer ``/health``."""
 
-    def __init__(self, process: subprocess.Popen[bytes], uri: str, workdir: Path, log_path: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], uri: str, workdir: Path, log_path: Path,
+                 binary: str) -> None:
         self.process = process
+        self.binary = binary
         self.uri = uri
         self.workdir = workdir
         self.log_path = log_path
@@ -98,7 +100,7 @@ class MlflowServer:
                 "--artifacts-destination", str(workdir / "artifacts"),
                 "--serve-artifacts", "--workers", "1",
             ], log_path, env=env, cwd=workdir)
-            server = cls(process, f"http://127.0.0.1:{chosen}", workdir, log_path)
+            server = cls(process, f"http://127.0.0.1:{chosen}", workdir, log_path, binary)
             try:
                 server.wait_ready(ready_timeout)
                 server.started_in_s = time.monotonic() - began
