@@ -8,9 +8,9 @@ server runs from its own venv (hack/mlflow.sh, cached outside the checkout)
 with a SQLite store and an artifact folder in the test's tmp dir; the server
 itself is the dev cluster's ``trainpipe_operator.devcluster.mlflow_server``.
 
-Fixture ``mlflow_server`` (module scope: a start takes 10-35 s), registered
-in tests/integration/conftest.py; or ``running_mlflow(tmp_path)`` as a
-context manager. Only a server that cannot be provided skips; any other
+Fixture ``mlflow_server`` (module scope: a start takes 25-50 s on a busy
+two-core machine), registered in tests/integration/conftest.py; or
+``running_mlflow(tmp_path)`` as a context manager. Only a server that cannot be provided skips; any other
 failure to start is an error, with the server's log in the message.
 """
 

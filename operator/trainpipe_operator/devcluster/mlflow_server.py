@@ -20,8 +20,8 @@ from pathlib import Path
 
 from ._proc import free_port, log_tail, port_clash, spawn, stop_process
 
-# The first start on a cold, busy machine took 35 s (imports, then the
-# database migrations of a fresh SQLite store); later ones are quicker.
+# A start takes 25-50 s on a busy two-core machine: mostly imports (the CLI,
+# then uvicorn's worker), and the schema migrations of the fresh store.
 READY_TIMEOUT_S = 120.0
 REPO = Path(__file__).resolve().parents[3]
 MLFLOW_SH = REPO / "hack" / "mlflow.sh"
