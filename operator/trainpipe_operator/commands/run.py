@@ -4,6 +4,7 @@ runner's commands."""
 from __future__ import annotations
 
 import getpass
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from trainpipe_operator.pipeline.runner import (
 )
 from trainpipe_operator.spec.load import ManifestError, load_manifest
 from trainpipe_operator.spec.pipeline import TrainingPipeline
+from trainpipe_trainer.tracking.mlflow_rest import MlflowCredentials
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -69,6 +71,18 @@ def _prepare_run_dir(pipeline: TrainingPipeline, run_dir: Path, fresh: bool) -> 
     rundir.write_yaml(stored, pipeline.dump())
 
 
+def _tracking_credentials(pipeline: TrainingPipeline) -> MlflowCredentials | None:
+    """The MLflow server's credentials, read once from this process's
+    environment (MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD) and handed to the runner's client only: never
+    written to the status, the run directory, a log or the params. The jobs
+    this command starts inherit the same environment."""
+    tracking = pipeline.spec.tracking
+    if tracking is None or tracking.mlflow is None:
+        return None
+    return MlflowCredentials.from_env(dict(os.environ))
+
+
 def run(path: Path, run_dir: Path | None, fresh: bool, quiet: bool = False,
         overrides: list[str] | None = None) -> int:
     """Runs the pipeline in ``path`` (with ``--set`` overrides applied) to its
@@ -83,7 +97,8 @@ def run(path: Path, run_dir: Path | None, fresh: bool, quiet: bool = False,
         for line in exc.problems:
             print(line, file=sys.stderr)
         return EXIT_INVALID
-    runner = LocalRunner(pipeline, run_dir, launcher, runtime, Progress(enabled=not quiet))
+    runner = LocalRunner(pipeline, run_dir, launcher, runtime, Progress(enabled=not quiet),
+                         tracking_credentials=_tracking_credentials(pipeline))
     try:
         status = runner.run()
     except PipelineInterrupted as exc:
@@ -127,7 +142,8 @@ def approve(run_dir: Path, approver: str | None) -> int:
         print(f"{run_dir}: not a trainpipe run directory", file=sys.stderr)
         return EXIT_INVALID
     pipeline = TrainingPipeline.model_validate(yaml.safe_load(stored.read_text(encoding="utf-8")))
-    runner = LocalRunner(pipeline, run_dir, ProcessLauncher(), "local", Progress(enabled=False))
+    runner = LocalRunner(pipeline, run_dir, ProcessLauncher(), "local", Progress(enabled=False),
+                         tracking_credentials=_tracking_credentials(pipeline))
     try:
         status = runner.approve(status, approver or getpass.getuser())
     except NotAwaitingApproval as exc:

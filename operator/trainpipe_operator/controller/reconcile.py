@@ -33,6 +33,7 @@ from trainpipe_operator.spec.pipeline import TrainingPipeline
 from trainpipe_operator.spec.status import ApprovalStatus, Condition, PipelineStatus
 from trainpipe_operator.tenancy.paths import resolve_paths
 from trainpipe_operator.tenancy.ray_access import address_problems
+from trainpipe_operator.tracking.runs import tracker_for
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.validation_errors import format_validation_error
 
@@ -78,6 +79,8 @@ class Reconciler:
         before = status.model_copy(deep=True)
         now = _now()
         if status.phase in machine.TERMINAL:
+            if status.tracking is not None and status.tracking.pending:
+                return self._owed_tracking(body, status, now)
             return TickResult(status)
         try:
             applied = TrainingPipeline.model_validate({k: v for k, v in body.items() if k != "status"})
@@ -114,6 +117,7 @@ class Reconciler:
             waiting = f"{pending.submission_id} ({pending.state})"
         except JobFailedToStart as exc:  # every attempt died without evidence
             machine.record(status, "gate-failed", str(exc), now)
+            runner.sync_tracking(status)  # the pipeline run ends FAILED
         status.observed_generation = pipeline.metadata.generation
         status.conditions = build_conditions(status, pipeline.metadata.generation, now)
         events = self._events(before, status)
@@ -121,6 +125,25 @@ class Reconciler:
         return TickResult(status, events, waiting)
 
     # --------------------------------------------------------------- pieces
+    def _owed_tracking(self, body: dict[str, Any], status: PipelineStatus, now: str) -> TickResult:
+        """A finished pipeline whose tracking is owed something (a server was
+        down: the registration, alias champion, gate records): sent again with
+        the spec the run started with; never changes its phase or gates."""
+        meta = body["metadata"]
+        run_dir = self.settings.run_dir(meta.get("namespace", "default"), meta["name"], meta["uid"])
+        stored = run_dir / "pipeline.yaml"
+        try:
+            pipeline = TrainingPipeline.model_validate(yaml.safe_load(stored.read_text(encoding="utf-8")))
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            log.warning("%s/%s: no pinned spec to retry tracking with (%s)", meta.get("namespace"), meta["name"], exc)
+            return TickResult(status)
+        tracker = tracker_for(pipeline, run_dir)  # the pinned metadata names the namespace
+        if tracker is not None:
+            tracker.sync(status)
+            status.conditions = build_conditions(status, meta.get("generation"), now)
+            rundir.save_state(run_dir, status)
+        return TickResult(status)
+
     def _approve(self, meta: dict[str, Any], status: PipelineStatus, runner: LocalRunner) -> PipelineStatus:
         """Act on an approval the webhook verified and signed; otherwise the
         message says what the pipeline waits for."""

@@ -110,6 +110,30 @@ class ApprovalStatus(CamelModel):
     run_id: str
 
 
+class TrackingStatus(CamelModel):
+    """Where the pipeline's runs are tracked (spec.tracking), and whether the
+    record is complete. Never holds a credential. ``degraded`` says which
+    server could not be reached (or refused) and what was missed; ``pending``
+    lists what the control plane will send again (gate records, the model
+    registration, the approval's alias), retried after ``retryAfter``."""
+
+    experiment_id: str | None = Field(default=None, description="the MLflow experiment's id")
+    mlflow_parent_run_id: str | None = Field(default=None, description="the pipeline run's MLflow run")
+    child_runs: dict[str, str] = Field(
+        default_factory=dict, description="each phase folder's MLflow run (a job's, a gate's), by folder")
+    registered_model: str | None = Field(default=None, description="the registered model Finalization adds to")
+    model_version: str | None = Field(default=None, description="its version registered by this run")
+    aliases: list[str] = Field(default_factory=list, description="the aliases this run set on it")
+    final_phase: str | None = Field(default=None, description="the phase last recorded on the pipeline run")
+    degraded: str | None = Field(
+        default=None, description="why the tracked record may be incomplete (a server unreachable); null: complete")
+    degraded_reason: str | None = Field(
+        default=None, description="ServerUnreachable, RequestRefused or TrackingError")
+    pending: list[str] = Field(default_factory=list, description="tracking work to retry, oldest first")
+    retry_after: str | None = Field(default=None, description="no tracking call before this time (a server down)")
+    failures: int = Field(default=0, description="consecutive unreachable calls (the retry delay doubles)")
+
+
 class PipelineStatus(CamelModel):
     phase: Phase = "Pending"
     message: str = ""
@@ -136,3 +160,4 @@ class PipelineStatus(CamelModel):
     decisions: list[Decision] = Field(default_factory=list)
     artifacts: dict[str, str] = Field(default_factory=dict)
     approval: ApprovalStatus | None = None
+    tracking: TrackingStatus | None = Field(default=None, description="experiment tracking (spec.tracking)")
