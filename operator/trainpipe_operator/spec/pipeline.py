@@ -410,6 +410,12 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, "***@" + host, parts.path, "", ""))
 
 
+def redact_userinfo(text: str) -> str:
+    """Every ``scheme://user:password@`` in ``text`` shown as ``scheme://***@``
+    (a --set line quoted in an error, say)."""
+    return re.sub(r"(://)[^/@\s]*@", r"\1***@", text)
+
+
 def tracking_uri_problem(uri: str) -> str | None:
     """What is wrong with an MLflow tracking URI, or None. Credentials never
     go into the spec: they come from the environment (MLFLOW_TRACKING_TOKEN,
