@@ -78,20 +78,24 @@ def target_condition(status: PipelineStatus, generation: int | None, now: str) -
 
 
 def tracking_condition(status: PipelineStatus, generation: int | None, now: str) -> Condition | None:
-    """TrackingDegraded: True when a tracking server could not be reached (or
-    refused a request) by the control plane or a job, naming the server
-    (never a credential) and what is retried; False while the record is
-    complete. None without spec.tracking. Tracking never decides a gate: this
-    condition is information, Ready does not depend on it."""
+    """TrackingDegraded: True while the control plane cannot reach its
+    tracking server (or was refused), naming the server (never a credential)
+    and what it will retry, or when a job could not reach its server (its run
+    misses what it could not send); False otherwise. None without
+    spec.tracking. Tracking never decides a gate: Ready does not read it."""
     tracking = status.tracking
     if tracking is None:
         return None
+    parts = []
     if tracking.degraded:
-        message = tracking.degraded
-        if tracking.pending:
-            message += f" (to retry: {', '.join(tracking.pending)})"
-        return Condition(type="TrackingDegraded", status="True", reason=tracking.degraded_reason or "ServerUnreachable",
-                         message=message[:1000], last_transition_time=now, observed_generation=generation)
+        parts.append(tracking.degraded + (f" (to retry: {', '.join(tracking.pending)})" if tracking.pending else ""))
+    if tracking.jobs_degraded:
+        parts.append("; ".join(tracking.jobs_degraded.values()) + ": the job kept training, its run misses what it "
+                     "could not send")
+    if parts:
+        return Condition(type="TrackingDegraded", status="True",
+                         reason=tracking.degraded_reason if tracking.degraded else "ServerUnreachable",
+                         message="; ".join(parts)[:1000], last_transition_time=now, observed_generation=generation)
     return Condition(type="TrackingDegraded", status="False", reason="Tracked",
-                     message="every tracking call so far reached its server", last_transition_time=now,
+                     message="every tracking call reached its server", last_transition_time=now,
                      observed_generation=generation)

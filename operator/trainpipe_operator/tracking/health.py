@@ -22,7 +22,8 @@ FIRST_DELAY_S = 60.0
 MAX_DELAY_S = 3600.0
 MAX_FAILURES = 24  # about a day of hourly retries after the first hour
 
-UNREACHABLE, REFUSED, ERROR = "ServerUnreachable", "RequestRefused", "TrackingError"
+UNREACHABLE, GAVE_UP = "ServerUnreachable", "GaveUpRetrying"
+REFUSED, ERROR = "RequestRefused", "TrackingError"
 
 
 def _parse(text: str) -> datetime:
@@ -41,11 +42,15 @@ def add_pending(tracking: TrackingStatus, item: str | None) -> None:
 
 
 def done(tracking: TrackingStatus, item: str | None) -> None:
-    """A call went through: the server answers again."""
+    """A call went through: the server answers again. An unreachable server
+    with nothing left to retry is no longer a degradation (what was missed
+    has been sent); a refusal or an error stays on record."""
     tracking.failures = 0
     tracking.retry_after = None
     if item in tracking.pending:
         tracking.pending.remove(item)
+    if tracking.degraded_reason == UNREACHABLE and not tracking.pending:
+        tracking.degraded = tracking.degraded_reason = None
 
 
 def unreachable(tracking: TrackingStatus, server: str, what: str, error: str, now: datetime,
@@ -63,6 +68,8 @@ def unreachable(tracking: TrackingStatus, server: str, what: str, error: str, no
                    f"row (last: to {what}: {_short(error)}); gave up on: {', '.join(tracking.pending)}")
         tracking.pending = []
         tracking.retry_after = None
+        tracking.degraded, tracking.degraded_reason = message, GAVE_UP
+        return
     tracking.degraded, tracking.degraded_reason = message, UNREACHABLE
 
 
@@ -81,8 +88,8 @@ def failed(tracking: TrackingStatus, what: str, error: str) -> None:
 
 def job_degraded(tracking: TrackingStatus, folder: str, job_dir: Path) -> bool:
     """A job's ``tracking_status.json`` (contract.tracking.TRACKING_STATUS_FILE)
-    saying its server could not be reached: recorded as the degradation
-    (the job kept training; its run misses what it could not send)."""
+    saying its server could not be reached: recorded for its folder (the job
+    kept training; its run misses what it could not send)."""
     try:
         data = json.loads((job_dir / TRACKING_STATUS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -91,10 +98,8 @@ def job_degraded(tracking: TrackingStatus, folder: str, job_dir: Path) -> bool:
         return False
     server = redact_uri(str(data.get("server") or "its tracking server"))
     when = f" at {data['time']}" if data.get("time") else ""
-    message = (f"the job in {folder} could not reach {server}{when} ({_short(str(data.get('error') or ''))}); "
-               "it kept training, and its run misses what it could not send")
-    if tracking.degraded != message:
-        tracking.degraded, tracking.degraded_reason = message, UNREACHABLE
+    tracking.jobs_degraded[folder] = (f"the job in {folder} could not reach {server}{when} "
+                                      f"({_short(str(data.get('error') or ''))})")
     return True
 
 
