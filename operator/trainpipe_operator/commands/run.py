@@ -80,7 +80,10 @@ def _tracking_credentials(pipeline: TrainingPipeline) -> MlflowCredentials | Non
     tracking = pipeline.spec.tracking
     if tracking is None or tracking.mlflow is None:
         return None
-    return MlflowCredentials.from_env(dict(os.environ))
+    try:
+        return MlflowCredentials.from_env(dict(os.environ))
+    except ValueError as exc:  # a username without a password, or the reverse
+        raise ManifestError(Path("."), [f"spec.tracking.mlflow: {exc}"]) from None
 
 
 def run(path: Path, run_dir: Path | None, fresh: bool, quiet: bool = False,
@@ -90,6 +93,7 @@ def run(path: Path, run_dir: Path | None, fresh: bool, quiet: bool = False,
     only with the same resolved spec."""
     try:
         pipeline = load_manifest(path, overrides)
+        credentials = _tracking_credentials(pipeline)
         run_dir = run_dir or Path("runs") / pipeline.metadata.name
         _prepare_run_dir(pipeline, run_dir, fresh)
         launcher, runtime = _launcher(pipeline)
@@ -98,7 +102,7 @@ def run(path: Path, run_dir: Path | None, fresh: bool, quiet: bool = False,
             print(line, file=sys.stderr)
         return EXIT_INVALID
     runner = LocalRunner(pipeline, run_dir, launcher, runtime, Progress(enabled=not quiet),
-                         tracking_credentials=_tracking_credentials(pipeline))
+                         tracking_credentials=credentials)
     try:
         status = runner.run()
     except PipelineInterrupted as exc:
@@ -142,8 +146,13 @@ def approve(run_dir: Path, approver: str | None) -> int:
         print(f"{run_dir}: not a trainpipe run directory", file=sys.stderr)
         return EXIT_INVALID
     pipeline = TrainingPipeline.model_validate(yaml.safe_load(stored.read_text(encoding="utf-8")))
+    try:
+        credentials = _tracking_credentials(pipeline)
+    except ManifestError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return EXIT_INVALID
     runner = LocalRunner(pipeline, run_dir, ProcessLauncher(), "local", Progress(enabled=False),
-                         tracking_credentials=_tracking_credentials(pipeline))
+                         tracking_credentials=credentials)
     try:
         status = runner.approve(status, approver or getpass.getuser())
     except NotAwaitingApproval as exc:

@@ -56,21 +56,24 @@ def done(tracking: TrackingStatus, item: str | None) -> None:
 def unreachable(tracking: TrackingStatus, server: str, what: str, error: str, now: datetime,
                 item: str | None) -> None:
     """The server did not answer: record it, wait before the next call, keep
-    ``item`` to retry (dropped, said so, after MAX_FAILURES in a row)."""
+    ``item`` to retry. After MAX_FAILURES in a row the pending work is
+    dropped, and that stays on record (reason GaveUpRetrying)."""
     tracking.failures += 1
     delay = min(FIRST_DELAY_S * 2 ** (tracking.failures - 1), MAX_DELAY_S)
     tracking.retry_after = (now + timedelta(seconds=delay)).isoformat(timespec="seconds")
     add_pending(tracking, item)
     message = (f"the MLflow server {redact_uri(server)} could not be reached to {what} ({_short(error)}); "
                f"the pipeline goes on, tracking retries after {tracking.retry_after}")
-    if tracking.failures >= MAX_FAILURES and tracking.pending:
+    reason = UNREACHABLE
+    if tracking.failures >= MAX_FAILURES:
         message = (f"the MLflow server {redact_uri(server)} could not be reached {tracking.failures} times in a "
                    f"row (last: to {what}: {_short(error)}); gave up on: {', '.join(tracking.pending)}")
-        tracking.pending = []
-        tracking.retry_after = None
-        tracking.degraded, tracking.degraded_reason = message, GAVE_UP
-        return
-    tracking.degraded, tracking.degraded_reason = message, UNREACHABLE
+        reason = GAVE_UP
+        tracking.pending, tracking.retry_after, tracking.failures = [], None, 0
+    if tracking.degraded_reason == GAVE_UP and tracking.degraded:  # what was dropped stays said
+        message = f"{tracking.degraded}; then {message}"
+        reason = GAVE_UP
+    tracking.degraded, tracking.degraded_reason = message[-2000:], reason
 
 
 def refused(tracking: TrackingStatus, server: str, what: str, error: str) -> None:
