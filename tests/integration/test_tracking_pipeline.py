@@ -18,7 +18,6 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.integration.mlflow_server import MlflowServer
-from tests.integration.mlflow_server import mlflow_server as mlflow_server  # noqa: F401 - fixture
 from tests.integration.test_pipeline_local import TRAINPIPE, decisions, manifest, run, state
 from trainpipe_operator.devcluster._proc import free_port
 
