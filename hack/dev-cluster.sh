@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A development cluster of real components on loopback: etcd + kube-apiserver
-# (no nodes), a Ray head with token auth and Prometheus, detached from this
-# shell. State, kubeconfigs and logs in DEV_DIR (default .dev).
+# (no nodes), a Ray head with token auth, Prometheus and an MLflow tracking
+# server, detached from this shell. State, kubeconfigs and logs in DEV_DIR (default .dev).
 #
 #   hack/dev-cluster.sh up       # then: source .dev/env
 #   hack/dev-cluster.sh status
@@ -22,5 +22,7 @@ if [[ "$cmd" == up ]]; then
   make --no-print-directory venv >&2
   assets="$(hack/envtest.sh)"  # prints the folder with kube-apiserver and etcd (builds it once)
   args+=(--assets "$assets")
+  # The MLflow server's executable (its own venv outside the checkout; built once).
+  args+=(--mlflow "$(hack/mlflow.sh)")
 fi
 exec "$VENV/bin/python" -m trainpipe_operator.devcluster "$cmd" --dir "$DEV_DIR" "${args[@]}" "$@"

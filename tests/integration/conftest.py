@@ -14,6 +14,8 @@
   and RBAC, the Ray token Secret), one per test module.
 - ``operator``: ``trainpipe operator`` on that cluster, one per test.
 - ``prometheus_factory``: ``start(targets, **kw) -> PrometheusServer`` per test.
+- ``mlflow_server``: a real MLflow tracking server (``.uri``; SQLite store,
+  proxied local artifacts), one per test module.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from kubernetes.client import ApiClient
 
 from trainpipe_operator.devcluster import ControlPlane, RayHead, has_assets
 
+from .mlflow_server import mlflow_server as mlflow_server  # noqa: F401 - fixture
 from .operator_harness import Cluster, OperatorProcess, start_cluster
 from .prometheus_server import prometheus_factory as prometheus_factory  # noqa: F401 - fixture
 

@@ -191,7 +191,7 @@ def test_devcluster_cli_up_status_down(envtest_assets_dir: Path, tmp_path: Path)
         assert up.returncode == 0, up.stderr
         env = dict(line.removeprefix("export ").split("=", 1)
                    for line in (folder / "env").read_text().splitlines())
-        assert {"KUBECONFIG", "RAY_ADDRESS", "RAY_AUTH_TOKEN", "PROMETHEUS_URL"} <= env.keys()
+        assert {"KUBECONFIG", "RAY_ADDRESS", "RAY_AUTH_TOKEN", "PROMETHEUS_URL", "MLFLOW_TRACKING_URI"} <= env.keys()
         assert (folder / "operator.kubeconfig").exists()
 
         status = _devcluster("status", *common, timeout=60)
@@ -212,8 +212,9 @@ def test_devcluster_cli_up_status_down(envtest_assets_dir: Path, tmp_path: Path)
         assert _http("GET", f"{env['RAY_ADDRESS']}/api/jobs/", token=env["RAY_AUTH_TOKEN"]) == 200
         assert _http("GET", f"{env['PROMETHEUS_URL']}/-/ready") == 200
         _wait_for_scrape(env["PROMETHEUS_URL"], 'up{job="ray"}')  # it scrapes the Ray head
+        assert _http("GET", f"{env['MLFLOW_TRACKING_URI']}/health") == 200
         pids = json.loads((folder / "pids.json").read_text())["components"]
-        assert set(pids) == {"etcd", "kube-apiserver", "ray", "prometheus"}
+        assert set(pids) == {"etcd", "kube-apiserver", "ray", "prometheus", "mlflow"}
 
         # A job still running when the cluster goes down: Ray starts its
         # driver in a session of its own, so only `down` can end it.

@@ -1,8 +1,9 @@
 """``python -m trainpipe_operator.devcluster up|down|status [--dir .dev]``.
 
-``up`` starts etcd + kube-apiserver, a Ray head and Prometheus (scraping the
-Ray head's metrics and any ``--scrape host:port``) detached from this
-process, installs the CRD and the operator RBAC when the repository has them
+``up`` starts etcd + kube-apiserver, a Ray head, Prometheus (scraping the
+Ray head's metrics and any ``--scrape host:port``) and an MLflow tracking
+server (SQLite store and proxied artifacts in the folder; ``--no-mlflow``
+skips it) detached from this process, installs the CRD and the operator RBAC when the repository has them
 (the RBAC's roles are also bound to the ``trainpipe-operator`` user of
 ``operator.kubeconfig``), and writes into the folder: ``kubeconfig``,
 ``operator.kubeconfig``, ``env`` (``source`` it) and ``pids.json``. It either
@@ -27,11 +28,12 @@ import yaml
 
 from ._proc import http_status, pid_alive, stop_pid
 from .apiserver import ASSETS_HINT, OPERATOR_USER, ControlPlane, find_assets, has_assets
+from .mlflow_server import MlflowServer
 from .prometheus import PrometheusServer
 from .ray_head import RayHead, stop_jobs
 
 CRD_FILE = Path("crds/trainingpipelines.trainpipe.io.yaml")
-STOP_ORDER = ("prometheus", "ray", "kube-apiserver", "etcd")
+STOP_ORDER = ("mlflow", "prometheus", "ray", "kube-apiserver", "etcd")
 
 
 def _say(message: str) -> None:
@@ -105,7 +107,8 @@ def write_env(folder: Path, values: dict[str, str]) -> Path:
     return path
 
 
-def up(folder: Path, assets: Path | None, repo_root: Path, scrape: list[str]) -> int:
+def up(folder: Path, assets: Path | None, repo_root: Path, scrape: list[str],
+       mlflow: str | None = None, with_mlflow: bool = True) -> int:
     state = load_state(folder)
     if state is not None:
         alive = running(state)
@@ -136,6 +139,11 @@ def up(folder: Path, assets: Path | None, repo_root: Path, scrape: list[str]) ->
         prom = PrometheusServer.start(targets, folder / "prometheus")
         started.append(prom)
         _say(f"Prometheus ready at {prom.url}")
+        tracking: MlflowServer | None = None
+        if with_mlflow:
+            tracking = MlflowServer.start(folder / "mlflow", binary=mlflow)
+            started.append(tracking)
+            _say(f"MLflow tracking server ready at {tracking.uri} ({tracking.started_in_s:.1f} s)")
         for item in apply_manifests(plane.kubeconfig, repo_root):
             _say(f"applied {item}")
     except BaseException as exc:
@@ -143,24 +151,29 @@ def up(folder: Path, assets: Path | None, repo_root: Path, scrape: list[str]) ->
             component.stop()
         _say(f"up failed, stopped what had started: {exc}")
         return 1
-    write_env(folder, {
+    env = {
         "KUBECONFIG": str(plane.kubeconfig),
         "TRAINPIPE_OPERATOR_KUBECONFIG": str(plane.operator_kubeconfig),
         "RAY_ADDRESS": ray.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray.token,
         "PROMETHEUS_URL": prom.url,
-    })
+    }
     assert plane.etcd is not None and plane.apiserver is not None and ray.process is not None
+    components = {
+        "etcd": {"pid": plane.etcd.pid, "expect": str(plane.assets_dir / "etcd")},
+        "kube-apiserver": {"pid": plane.apiserver.pid,
+                           "expect": str(plane.assets_dir / "kube-apiserver")},
+        "ray": {"pid": ray.process.pid, "expect": f"{ray.bin_dir / 'ray'} start"},
+        "prometheus": {"pid": prom.pid, "expect": "prometheus"},
+    }
+    urls = {"kube-apiserver": plane.url, "etcd": plane.etcd_url, "ray": ray.address,
+            "prometheus": prom.url}
+    if tracking is not None:
+        env["MLFLOW_TRACKING_URI"] = tracking.uri
+        components["mlflow"] = {"pid": tracking.pid, "expect": f"{tracking.binary} server"}
+        urls["mlflow"] = tracking.uri
+    write_env(folder, env)
     _state_path(folder).write_text(json.dumps({
-        "components": {
-            "etcd": {"pid": plane.etcd.pid, "expect": str(plane.assets_dir / "etcd")},
-            "kube-apiserver": {"pid": plane.apiserver.pid,
-                               "expect": str(plane.assets_dir / "kube-apiserver")},
-            "ray": {"pid": ray.process.pid, "expect": f"{ray.bin_dir / 'ray'} start"},
-            "prometheus": {"pid": prom.pid, "expect": "prometheus"},
-        },
-        "urls": {"kube-apiserver": plane.url, "etcd": plane.etcd_url, "ray": ray.address,
-                 "prometheus": prom.url},
-        "kubeconfig": str(plane.kubeconfig),
+        "components": components, "urls": urls, "kubeconfig": str(plane.kubeconfig),
     }, indent=2))
     _say(f"up in {time.monotonic() - began:.1f} s; `source {folder / 'env'}`")
     return 0
@@ -238,9 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="where crds/ and charts/ are (default: the current folder)")
     parser.add_argument("--scrape", action="append", default=[], metavar="HOST:PORT",
                         help="another target for Prometheus (job trainpipe); repeatable")
+    parser.add_argument("--mlflow", default=None, metavar="PATH",
+                        help="the mlflow executable for the tracking server (default: MLFLOW_SERVER, "
+                             "then hack/mlflow.sh's cached venv)")
+    parser.add_argument("--no-mlflow", action="store_true", help="start no MLflow tracking server")
     args = parser.parse_args(argv)
     if args.command == "up":
-        return up(args.dir, args.assets, args.repo_root, args.scrape)
+        return up(args.dir, args.assets, args.repo_root, args.scrape, args.mlflow, not args.no_mlflow)
     if args.command == "down":
         return down(args.dir)
     return status(args.dir)
