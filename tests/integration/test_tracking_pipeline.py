@@ -10,6 +10,7 @@ TrackingDegraded condition naming the server. Two pipeline runs in all
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -74,8 +75,12 @@ def test_a_tracked_pipeline_then_approval(mlflow_server: MlflowServer, tmp_path:
     final = children["05_finalization"].info.run_id
     assert {"model/model.onnx", "model/deployment_guide.md", "model/test_results.md"} <= {
         a.path for a in client.list_artifacts(final, "model")}
-    # the jobs were told their folder's run
-    assert f"runId: {children['02_baseline'].info.run_id}" in (run_dir / "02_baseline/job_request.yaml").read_text()
+    # the jobs were told their folder's run, and logged into it: histories equal metrics.json
+    baseline = children["02_baseline"].info.run_id
+    assert f"runId: {baseline}" in (run_dir / "02_baseline/job_request.yaml").read_text()
+    epochs = json.loads((run_dir / "02_baseline/logs/metrics.json").read_text())["epochs"]
+    history = [(m.step, m.value) for m in client.get_metric_history(baseline, "train_loss")]
+    assert history == [(e["num"], pytest.approx(e["train_loss"])) for e in epochs]
 
     version = client.get_model_version_by_alias("digits-classifier", "candidate")
     assert version.version == tracking.model_version and version.run_id == final

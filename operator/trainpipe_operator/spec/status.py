@@ -126,6 +126,8 @@ class TrackingStatus(CamelModel):
     registered_model: str | None = Field(default=None, description="the registered model Finalization adds to")
     model_version: str | None = Field(default=None, description="its version registered by this run")
     aliases: list[str] = Field(default_factory=list, description="the aliases this run set on it")
+    wandb_aliases: list[str] = Field(
+        default_factory=list, description="the aliases this run gave the W&B model artifact")
     final_phase: str | None = Field(default=None, description="the phase last recorded on the pipeline run")
     degraded: str | None = Field(
         default=None, description=("the control plane's tracking problem: a server unreachable (cleared once it "

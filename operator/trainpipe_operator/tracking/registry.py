@@ -1,7 +1,9 @@
 """The model registry: Finalization's exported model as a version of the
 registered model, alias ``candidate``; alias ``champion`` once approved (or,
 without ``approval.required``, once Succeeded), with the approver on it.
-Aliases, not stages (stages are deprecated in MLflow).
+Aliases, not stages (stages are deprecated in MLflow). W&B gets the same
+files as a ``model`` artifact of the finalization job's W&B run, with the
+same aliases (``log_wandb_model``; wandb is imported only there).
 
 Idempotent: a version is found again by its tags (pipeline, runId) before
 one is created, so a registration retried after a server outage, or by the
@@ -10,11 +12,15 @@ next reconcile, never makes a second version."""
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from trainpipe_operator.pipeline import rundir
 from trainpipe_operator.spec.status import PipelineStatus
 from trainpipe_trainer.contract.results import ExportReport, TestEvaluation
+from trainpipe_trainer.contract.tracking import WandbJobTarget
 from trainpipe_trainer.tracking.mlflow_rest import MlflowRest
 
 FOLDER = rundir.FINALIZATION
@@ -111,3 +117,26 @@ def approver(run_dir: Path, status: PipelineStatus) -> str | None:
     if isinstance(data, dict) and data.get("approved") and data.get("runId") == status.run_id and data.get("by"):
         return str(data["by"])
     return None
+
+
+def wandb_artifact_name(name: str) -> str:
+    """W&B's artifact name characters (letters, digits, '-', '_', '.')."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "model"
+
+
+def log_wandb_model(target: WandbJobTarget, folder: Path, name: str, aliases: list[str],
+                    metadata: Mapping[str, Any]) -> list[str]:
+    """The model files as a W&B ``model`` artifact of the finalization job's
+    run (continued: the same run id), with ``aliases``. Logging the same files
+    again with champion adds the alias to the same version (same digest).
+    Offline runs are written under the folder's ``wandb/`` like the job's.
+    Returns the aliases given."""
+    from trainpipe_trainer.tracking.wandb_sink import init_run, log_model_artifact  # imports wandb
+
+    run = init_run(target, folder, job_type="registry")
+    try:
+        log_model_artifact(run, {p.name: p for p in model_files(folder)}, aliases,
+                           name=wandb_artifact_name(name), metadata=dict(metadata))
+    finally:
+        run.finish()
+    return list(aliases)

@@ -115,12 +115,7 @@ class PipelineTracker:
                                   lambda: self._child(status, phase, folder, attempt, new_attempt))
             if child is not None and state.experiment_id:
                 target = MlflowJobTarget(tracking_uri=self.server, experiment_id=state.experiment_id, run_id=child)
-        wandb = None
-        if self.settings.wandb is not None:
-            w = self.settings.wandb
-            wandb = WandbJobTarget(project=w.project, entity=w.entity, mode=w.mode,
-                                   run_id=wandb_run_id(status.run_id, folder), run_name=f"{self.name}/{folder}",
-                                   group=f"{self.name}-{status.run_id}", tags=[self.name, phase.lower()])
+        wandb = self._wandb_target(status, phase, folder)
         if target is None and wandb is None:
             return None
         return TrackingConfig(mlflow=target, wandb=wandb, step_every=self.settings.step_every,
@@ -147,7 +142,11 @@ class PipelineTracker:
         records that failed to go out, the registration (once Finalization's
         gate passed), alias champion (Succeeded), and the end of the run.
         Idempotent; cheap when there is nothing to do."""
-        if self.server is None or status.run_id is None:
+        if status.run_id is None:
+            return
+        if self.settings.wandb is not None:
+            self._sync_wandb(status)
+        if self.server is None:
             return
         state = self.state(status)
         if state.mlflow_parent_run_id is None:
@@ -171,6 +170,35 @@ class PipelineTracker:
                 state.pending.remove(item)
 
     # ------------------------------------------------------------ pieces
+    def _wandb_target(self, status: PipelineStatus, phase: str, folder: str) -> WandbJobTarget | None:
+        w = self.settings.wandb
+        if w is None or status.run_id is None:
+            return None
+        return WandbJobTarget(project=w.project, entity=w.entity, mode=w.mode,
+                              run_id=wandb_run_id(status.run_id, folder), run_name=f"{self.name}/{folder}",
+                              group=f"{self.name}-{status.run_id}", tags=[self.name, phase.lower()])
+
+    def _sync_wandb(self, status: PipelineStatus) -> None:
+        """The W&B model artifact: candidate once Finalization's gate passed,
+        champion once Succeeded (with the approver). Not retried: offline
+        needs no server, and online problems (no key) would fail again."""
+        state = self.state(status)
+        wanted = (["candidate", "champion"] if status.phase == "Succeeded" else
+                  ["candidate"] if status.phase == "AwaitingApproval" else [])
+        if not wanted or set(wanted) <= set(state.wandb_aliases):
+            return
+        target = self._wandb_target(status, "Finalization", registry.FOLDER)
+        assert target is not None
+        folder = self.run_dir / registry.FOLDER
+        metadata = registry.version_tags(folder, self.name, self.namespace, str(status.run_id))
+        if "champion" in wanted and self.pipeline.spec.approval.required:
+            metadata["approved_by"] = registry.approver(self.run_dir, status) or ""
+        done = self._guarded(status, f"log the model to W&B project {target.project}",
+                             lambda: registry.log_wandb_model(target, folder, self.registered_model or self.name,
+                                                              wanted, metadata), mlflow=False)
+        if done:
+            state.wandb_aliases = done
+
     def state(self, status: PipelineStatus) -> TrackingStatus:
         if status.tracking is None:
             status.tracking = TrackingStatus(registered_model=self.registered_model)
@@ -182,11 +210,14 @@ class PipelineTracker:
             self._client = self._client_factory(self.server, self._credentials)
         return self._client
 
-    def _guarded(self, status: PipelineStatus, what: str, call: Callable[[], T], pending: str | None = None) -> T | None:
-        """``call()``, or None when it did not go through: recorded, never raised."""
+    def _guarded(self, status: PipelineStatus, what: str, call: Callable[[], T], pending: str | None = None,
+                 mlflow: bool = True) -> T | None:
+        """``call()``, or None when it did not go through: recorded, never
+        raised. ``mlflow``: a call to the MLflow server (held back while it
+        waits out a retry delay; a success shows it answers again)."""
         state = self.state(status)
         now = self._clock()
-        if not health.may_call(state, now):
+        if mlflow and not health.may_call(state, now):
             health.add_pending(state, pending)
             return None
         try:
@@ -203,7 +234,8 @@ class PipelineTracker:
             health.failed(state, what, f"{type(exc).__name__}: {exc}")
             log.warning("%s: tracking degraded: %s", self.name, state.degraded, exc_info=True)
             return None
-        health.done(state, pending)
+        if mlflow:
+            health.done(state, pending)
         return result
 
     def _due(self, status: PipelineStatus, item: str) -> bool:
