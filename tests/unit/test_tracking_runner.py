@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow.artifacts
 import pytest
 from mlflow import MlflowClient
 
@@ -69,7 +70,8 @@ def _tags(client: MlflowClient, run_id: str) -> dict[str, str]:
     return client.get_run(run_id).data.tags
 
 
-def test_one_parent_a_child_per_folder_gate_records_and_the_registry(server: MlflowServer, tmp_path: Path) -> None:
+def test_one_parent_a_child_per_folder_gate_records_and_the_registry(server: MlflowServer, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     pipeline = _pipeline(server.uri, "tones", approval={"required": True}, baseline={"lr": 0.002})
     runner = _runner(tmp_path / "run", pipeline)
     status = _finalized(runner)
@@ -113,6 +115,10 @@ def test_one_parent_a_child_per_folder_gate_records_and_the_registry(server: Mlf
     assert "Deployment" in (version.description or "") or "deploy" in (version.description or "").lower()
     with pytest.raises(Exception, match="champion"):
         client.get_model_version_by_alias("tones", "champion")
+    # what a user deploys: the version's files, by alias
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    got = Path(mlflow.artifacts.download_artifacts("models:/tones@candidate", dst_path=str(tmp_path / "dl")))
+    assert {"decoder.onnx", "deployment_guide.md", "test_results.md"} <= {p.name for p in got.iterdir()}
 
     status = runner.approve(status, "alice")
     assert status.phase == "Succeeded"
