@@ -23,7 +23,7 @@ MAX_DELAY_S = 3600.0
 MAX_FAILURES = 24  # about a day of hourly retries after the first hour
 
 UNREACHABLE, GAVE_UP = "ServerUnreachable", "GaveUpRetrying"
-REFUSED, ERROR = "RequestRefused", "TrackingError"
+REFUSED, ERROR, NO_CREDENTIALS = "RequestRefused", "TrackingError", "NoCredentials"
 
 
 def _parse(text: str) -> datetime:
@@ -81,6 +81,13 @@ def refused(tracking: TrackingStatus, server: str, what: str, error: str) -> Non
     request would be refused again)."""
     tracking.degraded = f"the MLflow server {redact_uri(server)} refused to {what}: {_short(error)}"
     tracking.degraded_reason = REFUSED
+
+
+def no_credentials(tracking: TrackingStatus, problem: str) -> None:
+    """The operator's credentials Secret does not fit: the calls go without
+    (the server may refuse them: that is then recorded in its place)."""
+    if tracking.degraded is None:
+        tracking.degraded, tracking.degraded_reason = problem, NO_CREDENTIALS
 
 
 def failed(tracking: TrackingStatus, what: str, error: str) -> None:

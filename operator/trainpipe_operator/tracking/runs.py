@@ -97,6 +97,9 @@ class PipelineTracker:
         self.experiment = (mlflow.experiment if mlflow and mlflow.experiment else
                            f"{self.namespace}/{self.name}" if self.namespace else self.name)
         self.registered_model = (mlflow.registered_model or self.name) if mlflow else None
+        # Why the calls go without credentials (the operator's Secret does
+        # not fit this server): said in TrackingDegraded, never raised.
+        self.credentials_problem: str | None = None
 
     # -------------------------------------------------------------- hooks
     def job_tracking(self, status: PipelineStatus, phase: str, folder: str, attempt: int,
@@ -149,6 +152,8 @@ class PipelineTracker:
         if self.server is None:
             return
         state = self.state(status)
+        if self.credentials_problem:
+            health.no_credentials(state, self.credentials_problem)
         if state.mlflow_parent_run_id is None:
             self._guarded(status, "create the pipeline run", lambda: self._parent(status))
         for item in list(state.pending):
