@@ -155,3 +155,27 @@ def test_a_server_that_answers_again_clears_the_degradation() -> None:
     health.refused(tracking, "http://h:1", "register the model m", "PERMISSION_DENIED: no")
     health.done(tracking, None)
     assert tracking.degraded_reason == health.REFUSED  # a refusal stays on record
+
+
+def test_the_operator_keeps_retrying_a_finished_pipeline_that_is_owed_tracking(tmp_path: Path) -> None:
+    from trainpipe_operator.controller import handlers
+    from trainpipe_operator.controller.reconcile import Reconciler
+    from trainpipe_operator.controller.settings import OperatorSettings
+
+    owed = {"phase": "Succeeded", "tracking": {"pending": ["register"]}}
+    assert handlers.running(owed) and not handlers.running({"phase": "Succeeded", "tracking": {"pending": []}})
+    assert not handlers.running({"phase": "Failed"})
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    pipeline = _pipeline({"mlflow": {"trackingUri": uri}})
+    body = {**pipeline.dump(), "metadata": {"name": "tones", "namespace": "team-a", "uid": "0123456789ab",
+                                             "generation": 1},
+            "status": {"phase": "Succeeded", "runId": "r1", "tracking": {"pending": ["register"]}}}
+    reconciler = Reconciler(OperatorSettings(artifact_root=tmp_path))
+    run_dir = reconciler.settings.run_dir("team-a", "tones", "0123456789ab")
+    rundir.write_yaml(run_dir / "pipeline.yaml", {k: v for k, v in body.items() if k != "status"})
+    result = reconciler.reconcile(body)
+    status = result.status
+    assert status.phase == "Succeeded" and status.tracking is not None
+    assert "register" in status.tracking.pending and status.tracking.failures == 1  # tried, the server is down
+    assert uri in next(c for c in status.conditions if c.type == "TrackingDegraded").message
