@@ -92,6 +92,8 @@ def test_a_tracked_pipeline_then_approval(mlflow_server: MlflowServer, tmp_path:
                               text=True, timeout=300, env={**os.environ, "MLFLOW_TRACKING_TOKEN": SECRET})
     assert approved.returncode == 0, approved.stderr
     assert state(run_dir).phase == "Succeeded"
+    shown = subprocess.run([TRAINPIPE, "status", str(run_dir)], capture_output=True, text=True, timeout=60)
+    assert f"model digits-classifier version {version.version} (candidate, champion)" in shown.stdout
     champion = client.get_model_version_by_alias("digits-classifier", "champion")
     assert champion.version == version.version and champion.tags["approved_by"] == "carol"
     tags = client.get_run(parent.info.run_id).data.tags
@@ -117,4 +119,6 @@ def test_an_unreachable_server_leaves_a_succeeded_pipeline_with_the_degradation_
     assert condition.status == "True" and condition.reason == "ServerUnreachable" and uri in condition.message
     assert status.tracking is not None and "register" in status.tracking.pending
     assert "tracking degraded" in (run_dir / "summary.md").read_text()
+    shown = subprocess.run([TRAINPIPE, "status", str(run_dir)], capture_output=True, text=True, timeout=60)
+    assert "degraded:" in shown.stdout and uri in shown.stdout and "to retry" in shown.stdout
     assert "mlflow" not in (run_dir / "02_baseline/job_request.yaml").read_text()  # no run to report to

@@ -136,6 +136,17 @@ def show_status(run_dir: Path) -> int:
     print("artifacts:")
     for name, rel in sorted(status.artifacts.items()):
         print(f"  {name}: {run_dir / rel}")
+    tracking = status.tracking
+    if tracking is not None:
+        print(f"tracking: experiment {tracking.experiment_id}, pipeline run {tracking.mlflow_parent_run_id}"
+              + (f", model {tracking.registered_model} version {tracking.model_version} "
+                 f"({', '.join(tracking.aliases)})" if tracking.model_version else ""))
+        for folder, run_id in tracking.child_runs.items():
+            print(f"  {folder}: run {run_id}")
+        if tracking.degraded or tracking.jobs_degraded:
+            print(f"  degraded: {'; '.join([*([tracking.degraded] if tracking.degraded else []), *tracking.jobs_degraded.values()])}")
+        if tracking.pending:
+            print(f"  to retry after {tracking.retry_after}: {', '.join(tracking.pending)}")
     return EXIT_OK
 
 
