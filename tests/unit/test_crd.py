@@ -402,17 +402,20 @@ def test_task_dependent_names_are_strings_the_models_check(schema: dict[str, Any
 
 def test_required_lists(schema: dict[str, Any]) -> None:
     # Every spec field has a default: nothing in spec is required, except
-    # inside customTask, itself optional (and nullable).
+    # inside customTask and tracking, themselves optional (and nullable).
     def required_anywhere(n: dict[str, Any]) -> list[str]:
         found = list(n.get("required", []))
         for name, sub in n.get("properties", {}).items():
-            if name != "customTask":
+            if name not in ("customTask", "tracking"):
                 found += required_anywhere(sub)
         return found
 
     assert required_anywhere(node(schema, "spec")) == []
     assert node(schema, "spec.customTask")["nullable"] is True
     assert node(schema, "spec.customTask")["required"] == ["entrypoint", "metrics"]
+    assert node(schema, "spec.tracking")["nullable"] is True
+    assert node(schema, "spec.tracking.mlflow")["required"] == ["trackingUri"]
+    assert node(schema, "spec.tracking.wandb")["required"] == ["project"]
     assert node(schema, "status.conditions.[]")["required"] == ["type", "status", "reason", "lastTransitionTime"]
     assert node(schema, "status.decisions.[]")["required"] == ["phase", "decision", "reason", "time"]
     assert node(schema, "status.runs.[]")["required"] == ["phase", "runDir", "status"]

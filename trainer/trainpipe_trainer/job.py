@@ -7,6 +7,9 @@ The run directory::
     job.yaml  environment.json  data_report.json  evidence.json
     logs/training.log  logs/metrics.json  plots/confusion_matrix_epoch_NNN.png
     checkpoints/{best_model.pt,last_model.pt,checkpoint_epoch_N.pt}
+
+and, when ``tracking`` is configured, ``wandb/`` (an offline W&B run) and
+``tracking_status.json`` (only when a tracking server could not be reached).
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ def run_job(
         log.info("Devices: %s", describe_gpus(gpus))
 
     owns_telemetry = telemetry is None
-    monitor = engine = None
+    monitor = engine = tracker = None
     status, reason, exc_info = "failed", "", None
     try:
         if parts is None:
@@ -122,6 +125,8 @@ def run_job(
                 log.warning("Not serving trainpipe_* metrics: port %d: %s", config.metrics_port, exc)
         if ctx.is_main and ctx.device.type == "cuda":
             monitor = _start_gpu_monitor(ctx, telemetry)
+        if ctx.is_main and config.tracking is not None:
+            tracker = _start_tracking(config)
         def after_epoch(record: EpochRecord) -> None:
             if ctx.is_main and engine is not None:
                 _write_metrics_json(run_dir, engine.progress.history)
@@ -129,7 +134,7 @@ def run_job(
                 on_epoch(record)
 
         engine = Engine(
-            config, parts, ctx, stop=stop, telemetry=telemetry, on_step=on_step,
+            config, parts, ctx, stop=stop, telemetry=telemetry, tracker=tracker, on_step=on_step,
             on_epoch=after_epoch, resume_dir=resume_dir,
         )
         status = engine.fit()
@@ -160,7 +165,19 @@ def run_job(
                 save_learning_curves(evidence.epochs, run_dir / "learning_curves.png", panel)
             except Exception:  # noqa: BLE001 - a plot never fails a finished job
                 log.warning("learning_curves.png not written", exc_info=True)
+    if tracker is not None:
+        tracker.finish(evidence)
     return evidence
+
+
+def _start_tracking(config: JobConfig) -> Any:
+    """The job's MLflow/W&B reporting (rank 0), started; None when none is configured."""
+    from trainpipe_trainer.tracking.job_tracker import JobTracker
+
+    tracker = JobTracker.from_config(config)
+    if tracker is not None:
+        tracker.start()
+    return tracker
 
 
 GPU_LOG_EVERY_SAMPLES = 10

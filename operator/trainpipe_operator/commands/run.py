@@ -4,6 +4,7 @@ runner's commands."""
 from __future__ import annotations
 
 import getpass
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from trainpipe_operator.pipeline.runner import (
 )
 from trainpipe_operator.spec.load import ManifestError, load_manifest
 from trainpipe_operator.spec.pipeline import TrainingPipeline
+from trainpipe_trainer.tracking.mlflow_rest import MlflowCredentials
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -69,6 +71,21 @@ def _prepare_run_dir(pipeline: TrainingPipeline, run_dir: Path, fresh: bool) -> 
     rundir.write_yaml(stored, pipeline.dump())
 
 
+def _tracking_credentials(pipeline: TrainingPipeline) -> MlflowCredentials | None:
+    """The MLflow server's credentials, read once from this process's
+    environment (MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD) and handed to the runner's client only: never
+    written to the status, the run directory, a log or the params. The jobs
+    this command starts inherit the same environment."""
+    tracking = pipeline.spec.tracking
+    if tracking is None or tracking.mlflow is None:
+        return None
+    try:
+        return MlflowCredentials.from_env(dict(os.environ))
+    except ValueError as exc:  # a username without a password, or the reverse
+        raise ManifestError(Path("."), [f"spec.tracking.mlflow: {exc}"]) from None
+
+
 def run(path: Path, run_dir: Path | None, fresh: bool, quiet: bool = False,
         overrides: list[str] | None = None) -> int:
     """Runs the pipeline in ``path`` (with ``--set`` overrides applied) to its
@@ -76,6 +93,7 @@ def run(path: Path, run_dir: Path | None, fresh: bool, quiet: bool = False,
     only with the same resolved spec."""
     try:
         pipeline = load_manifest(path, overrides)
+        credentials = _tracking_credentials(pipeline)
         run_dir = run_dir or Path("runs") / pipeline.metadata.name
         _prepare_run_dir(pipeline, run_dir, fresh)
         launcher, runtime = _launcher(pipeline)
@@ -83,7 +101,8 @@ def run(path: Path, run_dir: Path | None, fresh: bool, quiet: bool = False,
         for line in exc.problems:
             print(line, file=sys.stderr)
         return EXIT_INVALID
-    runner = LocalRunner(pipeline, run_dir, launcher, runtime, Progress(enabled=not quiet))
+    runner = LocalRunner(pipeline, run_dir, launcher, runtime, Progress(enabled=not quiet),
+                         tracking_credentials=credentials)
     try:
         status = runner.run()
     except PipelineInterrupted as exc:
@@ -117,6 +136,17 @@ def show_status(run_dir: Path) -> int:
     print("artifacts:")
     for name, rel in sorted(status.artifacts.items()):
         print(f"  {name}: {run_dir / rel}")
+    tracking = status.tracking
+    if tracking is not None:
+        print(f"tracking: experiment {tracking.experiment_id}, pipeline run {tracking.mlflow_parent_run_id}"
+              + (f", model {tracking.registered_model} version {tracking.model_version} "
+                 f"({', '.join(tracking.aliases)})" if tracking.model_version else ""))
+        for folder, run_id in tracking.child_runs.items():
+            print(f"  {folder}: run {run_id}")
+        if tracking.degraded or tracking.jobs_degraded:
+            print(f"  degraded: {'; '.join([*([tracking.degraded] if tracking.degraded else []), *tracking.jobs_degraded.values()])}")
+        if tracking.pending:
+            print(f"  to retry after {tracking.retry_after}: {', '.join(tracking.pending)}")
     return EXIT_OK
 
 
@@ -127,7 +157,13 @@ def approve(run_dir: Path, approver: str | None) -> int:
         print(f"{run_dir}: not a trainpipe run directory", file=sys.stderr)
         return EXIT_INVALID
     pipeline = TrainingPipeline.model_validate(yaml.safe_load(stored.read_text(encoding="utf-8")))
-    runner = LocalRunner(pipeline, run_dir, ProcessLauncher(), "local", Progress(enabled=False))
+    try:
+        credentials = _tracking_credentials(pipeline)
+    except ManifestError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return EXIT_INVALID
+    runner = LocalRunner(pipeline, run_dir, ProcessLauncher(), "local", Progress(enabled=False),
+                         tracking_credentials=credentials)
     try:
         status = runner.approve(status, approver or getpass.getuser())
     except NotAwaitingApproval as exc:

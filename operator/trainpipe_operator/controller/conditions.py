@@ -1,6 +1,7 @@
 """Conditions in the Kubernetes API conventions' shape: one per gate (the
 latest evaluation of that phase's gate), TargetMet (once Finalization's gate
-has judged the target on the test split) and Ready. A condition keeps its
+has judged the target on the test split), TrackingDegraded (with
+spec.tracking: whether the tracked record is complete) and Ready. A condition keeps its
 lastTransitionTime while its status does not change."""
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def build_conditions(status: PipelineStatus, generation: int | None, now: str) -
     target = target_condition(status, generation, now)
     if target is not None:
         out.append(_merge(previous, target))
+    tracking = tracking_condition(status, generation, now)
+    if tracking is not None:
+        out.append(_merge(previous, tracking))
     ready = status.phase == "Succeeded"
     out.append(_merge(previous, Condition(
         type="Ready", status="True" if ready else "False", reason=status.phase,
@@ -71,3 +75,27 @@ def target_condition(status: PipelineStatus, generation: int | None, now: str) -
         state, reason = "False", "NotMet"
     return Condition(type="TargetMet", status=state, reason=reason, message=check.message[:1000],
                      last_transition_time=now, observed_generation=generation)
+
+
+def tracking_condition(status: PipelineStatus, generation: int | None, now: str) -> Condition | None:
+    """TrackingDegraded: True while the control plane cannot reach its
+    tracking server (or was refused), naming the server (never a credential)
+    and what it will retry, or when a job could not reach its server (its run
+    misses what it could not send); False otherwise. None without
+    spec.tracking. Tracking never decides a gate: Ready does not read it."""
+    tracking = status.tracking
+    if tracking is None:
+        return None
+    parts = []
+    if tracking.degraded:
+        parts.append(tracking.degraded + (f" (to retry: {', '.join(tracking.pending)})" if tracking.pending else ""))
+    if tracking.jobs_degraded:
+        parts.append("; ".join(tracking.jobs_degraded.values()) + ": the job kept training, its run misses what it "
+                     "could not send")
+    if parts:
+        return Condition(type="TrackingDegraded", status="True",
+                         reason=tracking.degraded_reason if tracking.degraded else "ServerUnreachable",
+                         message="; ".join(parts)[:1000], last_transition_time=now, observed_generation=generation)
+    return Condition(type="TrackingDegraded", status="False", reason="Tracked",
+                     message="every tracking call reached its server", last_transition_time=now,
+                     observed_generation=generation)

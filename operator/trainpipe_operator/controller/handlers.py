@@ -91,8 +91,10 @@ async def start(body: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) 
 
 
 def running(status: Any, **_: Any) -> bool:
-    """The poll timer's filter: kopf stops the timer of a finished pipeline."""
-    return (status or {}).get("phase") not in machine.TERMINAL
+    """The poll timer's filter: kopf stops the timer of a finished pipeline
+    (one whose tracking is still owed something keeps it, to send that)."""
+    status = status or {}
+    return status.get("phase") not in machine.TERMINAL or bool((status.get("tracking") or {}).get("pending"))
 
 
 def poll(body: Any, status: Any, patch: kopf.Patch, **_: Any) -> None:

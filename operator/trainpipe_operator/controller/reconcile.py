@@ -33,8 +33,11 @@ from trainpipe_operator.spec.pipeline import TrainingPipeline
 from trainpipe_operator.spec.status import ApprovalStatus, Condition, PipelineStatus
 from trainpipe_operator.tenancy.paths import resolve_paths
 from trainpipe_operator.tenancy.ray_access import address_problems
+from trainpipe_operator.tracking.credentials import from_secret as credentials_from_secret
+from trainpipe_operator.tracking.runs import tracker_for
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.validation_errors import format_validation_error
+from trainpipe_trainer.tracking.mlflow_rest import MlflowCredentials
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,8 @@ class Reconciler:
         before = status.model_copy(deep=True)
         now = _now()
         if status.phase in machine.TERMINAL:
+            if status.tracking is not None and status.tracking.pending:
+                return self._owed_tracking(body, status, now)
             return TickResult(status)
         try:
             applied = TrainingPipeline.model_validate({k: v for k, v in body.items() if k != "status"})
@@ -99,9 +104,13 @@ class Reconciler:
             if isinstance(launcher, TickResult):
                 return launcher
         pipeline = self._with_resolved_paths(pipeline, namespace)
+        credentials, problem = self._tracking_credentials(pipeline, namespace)
         runner = LocalRunner(pipeline, run_dir, launcher, pipeline.spec.runtime.type,
                              resubmit_interrupted=True, gpu_source=self._gpu_source(pipeline),
-                             metrics_port=self.settings.trainer_metrics_port or None)
+                             metrics_port=self.settings.trainer_metrics_port or None,
+                             tracking_credentials=credentials)
+        if runner.tracker is not None:
+            runner.tracker.credentials_problem = problem
         waiting = None
         try:
             if status.phase == "AwaitingApproval":
@@ -114,6 +123,7 @@ class Reconciler:
             waiting = f"{pending.submission_id} ({pending.state})"
         except JobFailedToStart as exc:  # every attempt died without evidence
             machine.record(status, "gate-failed", str(exc), now)
+            runner.sync_tracking(status)  # the pipeline run ends FAILED
         status.observed_generation = pipeline.metadata.generation
         status.conditions = build_conditions(status, pipeline.metadata.generation, now)
         events = self._events(before, status)
@@ -121,6 +131,27 @@ class Reconciler:
         return TickResult(status, events, waiting)
 
     # --------------------------------------------------------------- pieces
+    def _owed_tracking(self, body: dict[str, Any], status: PipelineStatus, now: str) -> TickResult:
+        """A finished pipeline whose tracking is owed something (a server was
+        down: the registration, alias champion, gate records): sent again with
+        the spec the run started with; never changes its phase or gates."""
+        meta = body["metadata"]
+        run_dir = self.settings.run_dir(meta.get("namespace", "default"), meta["name"], meta["uid"])
+        stored = run_dir / "pipeline.yaml"
+        try:
+            pipeline = TrainingPipeline.model_validate(yaml.safe_load(stored.read_text(encoding="utf-8")))
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            log.warning("%s/%s: no pinned spec to retry tracking with (%s)", meta.get("namespace"), meta["name"], exc)
+            return TickResult(status)
+        credentials, problem = self._tracking_credentials(pipeline, meta.get("namespace", "default"))
+        tracker = tracker_for(pipeline, run_dir, credentials)  # the pinned metadata names the namespace
+        if tracker is not None:
+            tracker.credentials_problem = problem
+            tracker.sync(status)
+            status.conditions = build_conditions(status, meta.get("generation"), now)
+            rundir.save_state(run_dir, status)
+        return TickResult(status)
+
     def _approve(self, meta: dict[str, Any], status: PipelineStatus, runner: LocalRunner) -> PipelineStatus:
         """Act on an approval the webhook verified and signed; otherwise the
         message says what the pipeline waits for."""
@@ -135,6 +166,25 @@ class Reconciler:
         if status.decisions and status.decisions[-1].decision == "approved":
             status.decisions[-1].reason = f"approved by {record.user} at {record.time}; {status.decisions[-1].reason}"
         return status
+
+    def _tracking_credentials(self, pipeline: TrainingPipeline,
+                              namespace: str) -> tuple[MlflowCredentials | None, str | None]:
+        """The MLflow credentials of the pipeline's namespace (the Secret the
+        operator's configuration names), or None and why not. Never raises:
+        tracking never stops a pipeline."""
+        tracking = pipeline.spec.tracking
+        name = self.settings.mlflow_secret
+        if tracking is None or tracking.mlflow is None or not name or self.core_api is None:
+            return None, None
+        try:
+            secret = self.core_api.read_namespaced_secret(name, namespace)
+            body: dict[str, Any] | None = {"type": secret.type, "data": dict(secret.data or {})}
+        except Exception as exc:  # noqa: BLE001 - a 404 or any API problem: no credentials, said so
+            if getattr(exc, "status", None) != 404:
+                return None, (f"the MLflow credentials Secret {namespace}/{name} could not be read "
+                              f"({type(exc).__name__} {getattr(exc, 'status', '')}): calls go without credentials")
+            body = None
+        return credentials_from_secret(body, name, namespace, tracking.mlflow.tracking_uri)
 
     def _refusal(self, pipeline: TrainingPipeline, namespace: str) -> list[str]:
         """The tenancy rules' messages for this spec (the webhook's, plus

@@ -89,6 +89,11 @@ class OperatorSettings:
     """The Kubernetes user the operator runs as (the chart: its
     ServiceAccount's); the webhook lets only it write a pipeline's status."""
 
+    mlflow_secret: str | None = field(default_factory=lambda: os.environ.get("TRAINPIPE_MLFLOW_SECRET") or None)
+    """The name of the Secret (type trainpipe.io/mlflow-credentials) the
+    operator reads in each pipeline's namespace for the MLflow server's
+    credentials (tracking/credentials.py); none: calls go without."""
+
     def tenancy(self) -> TenancySettings:
         """What the tenancy rules read (the webhook builds the same)."""
         return TenancySettings(artifact_root=str(self.artifact_root),

@@ -64,10 +64,12 @@ from trainpipe_operator.reports.training import render_training_results
 from trainpipe_operator.spec.pipeline import TrainingPipeline, VaeSpec
 from trainpipe_operator.spec.status import JobStatus, PipelineStatus, RunResult
 from trainpipe_operator.tasks import catalog_for
+from trainpipe_operator.tracking.runs import tracker_for
 from trainpipe_trainer.contract.data_report import DataReport
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.job_config import JobConfig, TrainConfig
 from trainpipe_trainer.contract.results import ExportReport, PreflightReport, TestEvaluation
+from trainpipe_trainer.tracking.mlflow_rest import MlflowCredentials
 
 log = logging.getLogger("trainpipe.pipeline")
 
@@ -90,7 +92,7 @@ class LocalRunner:
     def __init__(self, pipeline: TrainingPipeline, run_dir: Path, launcher: Launcher, runtime: str,
                  progress: Progress | None = None, resubmit_interrupted: bool = False,
                  gpu_source: Callable[[Evidence], GpuMeasurement] | None = None,
-                 metrics_port: int | None = None) -> None:
+                 metrics_port: int | None = None, tracking_credentials: MlflowCredentials | None = None) -> None:
         self.pipeline = pipeline
         self.spec = pipeline.spec
         # The task's metrics, by name and direction (never from torch).
@@ -109,6 +111,9 @@ class LocalRunner:
         self.gpu_source = gpu_source
         # Training jobs serve trainpipe_* metrics here (the operator's setting).
         self.metrics_port = metrics_port
+        # spec.tracking: MLflow runs, gate records, the registry (None: off).
+        # Its calls are guarded: tracking never decides a gate, never raises.
+        self.tracker = tracker_for(pipeline, self.run_dir, tracking_credentials)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> PipelineStatus:
@@ -126,6 +131,8 @@ class LocalRunner:
             "Diagnostics": self._diagnostics, "Optimization": self._optimization,
             "Finalization": self._finalization,
         }
+        if self.tracker is not None:  # what an earlier advance could not send (a server down)
+            self.tracker.sync(status)
         while status.phase in handlers:
             job_running = status.job.phase == status.phase and status.job.state == "RUNNING"
             if machine.budget_applies(status.phase) and not job_running and self._budget_spent(status):
@@ -139,6 +146,17 @@ class LocalRunner:
                 if not job_running:
                     self.progress.phase(status.phase, status.iteration)
                 handlers[status.phase](status)
+            if self.tracker is not None:  # the parent run, the registration, the end of the run
+                self.tracker.sync(status)
+            self._save(status)
+        return status
+
+    def sync_tracking(self, status: PipelineStatus) -> PipelineStatus:
+        """Send what tracking still owes (a registration, gate records, the
+        end of the run) for a pipeline that no longer advances (the
+        operator's reconcile of a finished pipeline with pending tracking)."""
+        if self.tracker is not None:
+            self.tracker.sync(status)
             self._save(status)
         return status
 
@@ -465,6 +483,8 @@ class LocalRunner:
         if status.phase == "Succeeded":
             status.decisions[-1].decision = "approved"
             status.decisions[-1].phase = "AwaitingApproval"
+        if self.tracker is not None:  # alias champion, with the approver, and the run's final phase
+            self.tracker.sync(status)
         self._save(status)
         return status
 
@@ -507,19 +527,28 @@ class LocalRunner:
         job_file = job_file or out / "job_request.yaml"
         if self.metrics_port and job.action == "train":
             job = job.model_copy(update={"metrics_port": self.metrics_port})
-        rundir.write_text(job_file, job.to_yaml())
         if not self.resubmit_interrupted and status.job.phase == phase and status.job.state == "INTERRUPTED":
             attempt = max(attempt, status.job.attempt + 1)  # a new submission after an interruption
         # Unique per run, phase folder, action and attempt: a runner that
         # restarts finds (and attaches to) a job it already submitted.
-        slug = str(out.relative_to(self.run_dir)).replace("/", "-").replace("_", "-")
+        folder = str(out.relative_to(self.run_dir))
+        slug = folder.replace("/", "-").replace("_", "-")
         submission = f"{self.name}-{status.run_id}-{slug}-{job.action}-a{attempt}"
-        if status.job.submission_id != submission or status.job.state != "RUNNING":
+        new_submission = status.job.submission_id != submission or status.job.state != "RUNNING"
+        if self.tracker is not None and job.action in ("train", "evaluate"):
+            # The folder's MLflow run (a resumed attempt continues it) and/or its W&B run.
+            tracking = self.tracker.job_tracking(status, phase, folder, attempt,
+                                                 new_attempt=new_submission and job.action == "train")
+            job = job.model_copy(update={"tracking": tracking})
+        rundir.write_text(job_file, job.to_yaml())
+        if new_submission:
             status.job = JobStatus(submission_id=submission, phase=phase, state="RUNNING", attempt=attempt)
             self._save(status)
         with self.progress.watch(phase, out, job.train.epochs if job.action == "train" else None,
                                  metric=self.tracked.name):
             outcome = self.launcher.run(job_file, out, submission)
+        if self.tracker is not None:  # a job that could not reach its server: TrackingDegraded
+            self.tracker.job_ended(status, folder)
         status.job.exit_code = outcome.exit_code
         status.job.message = outcome.message
         if outcome.interrupted:
@@ -585,6 +614,8 @@ class LocalRunner:
         status.artifacts[f"{key}.report"] = f"{rel}/{md_name}"
         status.artifacts[f"{key}.gate"] = f"{rel}/gate.json"
         self.progress.gate(title, gate)
+        if self.tracker is not None:  # the outcome on the pipeline run, the reports on the folder's run
+            self.tracker.gate(status, key)
 
     def _record_run(self, status: PipelineStatus, phase: str, rel: str, evidence: Evidence, iteration: int = 0) -> None:
         result = RunResult(phase=phase, iteration=iteration, run_dir=rel, status=evidence.status,

@@ -3,8 +3,10 @@ every gate with a link to its report, every decision, every artifact."""
 
 from __future__ import annotations
 
+from trainpipe_operator.controller.conditions import tracking_condition
 from trainpipe_operator.reports.markdown import fmt, table
 from trainpipe_operator.spec.pipeline import TrainingPipeline
+from trainpipe_operator.spec.status import PipelineStatus
 from trainpipe_operator.tasks import catalog_for
 
 
@@ -27,6 +29,7 @@ def render_summary(pipeline: TrainingPipeline) -> str:
         "",
         f"Phase: **{status.phase}**" + (f": {status.message}" if status.message else ""),
         "",
+        *_tracking_lines(status),
         table(["", ""], [
             ("task", catalog.task),
             ("target", f"{metric} {catalog.metric(metric).relation} {spec.target.value}"),
@@ -60,3 +63,21 @@ def render_summary(pipeline: TrainingPipeline) -> str:
             ("resumed from epoch", j.resumed_from_epoch), ("exit code", j.exit_code), ("message", fmt(j.message)),
         ]), ""]
     return "\n".join(lines)
+
+
+def _tracking_lines(status: PipelineStatus) -> list[str]:
+    """spec.tracking: where the runs are, and a warning while the tracked
+    record is incomplete (TrackingDegraded)."""
+    tracking = status.tracking
+    if tracking is None:
+        return []
+    lines = []
+    condition = tracking_condition(status, None, "")
+    if condition is not None and condition.status == "True":
+        lines += [f"> **Warning: tracking degraded** ({condition.reason}): {condition.message}", ""]
+    if tracking.mlflow_parent_run_id:
+        model = (f"; model {tracking.registered_model} version {tracking.model_version}"
+                 f" ({', '.join(tracking.aliases)})" if tracking.model_version else "")
+        lines += [f"MLflow: experiment {tracking.experiment_id}, pipeline run {tracking.mlflow_parent_run_id}{model}",
+                  ""]
+    return lines

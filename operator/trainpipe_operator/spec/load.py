@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from trainpipe_operator.spec.overrides import OverrideError, apply_overrides
-from trainpipe_operator.spec.pipeline import TrainingPipeline
+from trainpipe_operator.spec.pipeline import TrainingPipeline, redact_userinfo
 from trainpipe_trainer.contract.validation_errors import format_validation_error
 
 
@@ -40,8 +40,9 @@ def load_manifest(path: Path, overrides: list[str] | None = None) -> TrainingPip
         try:
             document = apply_overrides(document, overrides)
         except OverrideError as exc:
-            raise ManifestError(path, [f"{path}: {exc}"]) from None
-        source = f"{path} with " + " ".join(f"--set {o}" for o in overrides)
+            raise ManifestError(path, [f"{path}: {redact_userinfo(str(exc))}"]) from None
+        # never echo a credential someone put into a URL
+        source = f"{path} with " + " ".join(f"--set {redact_userinfo(o)}" for o in overrides)
     try:
         return TrainingPipeline.model_validate(document)
     except ValidationError as exc:

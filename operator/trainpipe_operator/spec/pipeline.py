@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     Field,
@@ -56,6 +57,7 @@ DATA_SOURCE_HINT = ("name the dataset: builtin:digits (classification), builtin:
 DURATION_PATTERN = r"^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_REGISTERED_MODEL_NAME = 256
 _DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
@@ -395,6 +397,143 @@ class ApprovalSpec(CamelModel):
     required: bool = Field(False, description="a person must approve before the pipeline succeeds")
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` with any user information replaced by ``***``: what an error
+    message may show of a tracking URI someone wrote a password into."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "(not a URL)"
+    if "@" not in parts.netloc:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, "***@" + host, parts.path, "", ""))
+
+
+def redact_userinfo(text: str) -> str:
+    """Every ``scheme://user:password@`` in ``text`` shown as ``scheme://***@``
+    (a --set line quoted in an error, say)."""
+    return re.sub(r"(://)[^/@\s]*@", r"\1***@", text)
+
+
+def tracking_uri_problem(uri: str) -> str | None:
+    """What is wrong with an MLflow tracking URI, or None. Credentials never
+    go into the spec: they come from the environment (MLFLOW_TRACKING_TOKEN,
+    or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        return f"{redact_uri(uri)!r} is not a URL ({exc}); expected http(s)://host[:port][/path]"
+    if parts.scheme not in ("http", "https"):
+        return (f"{redact_uri(uri)!r}: the scheme must be http or https (got {parts.scheme or 'none'!r}); "
+                "expected http(s)://host[:port][/path] of an MLflow tracking server")
+    if "@" in parts.netloc:
+        return (f"{redact_uri(uri)!r} holds user information (credentials): remove it; the server's credentials "
+                "come from the environment (MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD; under the operator: its Secret), never from the spec")
+    if not parts.hostname:
+        return f"{uri!r} names no host; expected http(s)://host[:port][/path]"
+    if parts.query or parts.fragment:
+        return (f"{redact_uri(uri)!r} has a query or fragment: remove it (credentials never go into the spec); "
+                "expected http(s)://host[:port][/path]")
+    if port == 0:
+        return f"{uri!r}: port 0 is not a port; expected http(s)://host[:port][/path]"
+    return None
+
+
+def registered_model_problem(name: str) -> str | None:
+    """MLflow's rules for a registered model's name, checked before any server
+    sees it: not blank, no '/' or ':', not a path that normalizes to
+    something else ('.', '..', 'a/../b'), at most 256 characters."""
+    if not name.strip():
+        return "a registered model name must not be blank"
+    if len(name) > MAX_REGISTERED_MODEL_NAME:
+        return f"{name[:40]!r}...: at most {MAX_REGISTERED_MODEL_NAME} characters (MLflow's limit)"
+    if "/" in name or ":" in name:
+        return f"{name!r}: MLflow model names cannot contain '/' or ':'"
+    if name in (".", "..") or any(ord(c) < 32 for c in name):
+        return f"{name!r} is not a usable model name: give letters, digits, '.', '_', '-' or spaces"
+    return None
+
+
+class MlflowTrackingSpec(CamelModel):
+    """The MLflow tracking server the pipeline's runs go to, and the
+    registered model Finalization adds a version to."""
+
+    tracking_uri: str = Field(..., min_length=1, max_length=2048, description=(
+        "http(s)://host[:port][/path] of the MLflow tracking server; no credentials in it (they come from "
+        "MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"))
+    experiment: str | None = Field(None, min_length=1, max_length=500, description=(
+        "the MLflow experiment (created when missing); default: <namespace>/<name> under the operator, "
+        "the pipeline's name with trainpipe run"))
+    registered_model: str | None = Field(None, min_length=1, max_length=MAX_REGISTERED_MODEL_NAME, description=(
+        "the registered model Finalization adds a version to (alias candidate; champion once approved); "
+        "default: the pipeline's name. MLflow's rules: no '/' or ':'"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _uri(cls, data: Any) -> Any:
+        # Before validation, so the error shows the URI with any credentials
+        # in it replaced (the default message would quote the value as given).
+        if isinstance(data, dict):
+            key = "trackingUri" if "trackingUri" in data else "tracking_uri"
+            uri = data.get(key)
+            if isinstance(uri, str) and uri:
+                problem = tracking_uri_problem(uri)
+                if problem:
+                    _fail("MlflowTrackingSpec", (key,), redact_uri(uri), problem)
+        return data
+
+    @field_validator("registered_model")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        problem = registered_model_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+WANDB_NAME_PATTERN = r"^[^/\\#?%:]+$"
+
+
+class WandbTrackingSpec(CamelModel):
+    """The Weights & Biases project the pipeline's jobs log to (one W&B run
+    per job, grouped by pipeline run)."""
+
+    project: str = Field(..., min_length=1, max_length=128, pattern=WANDB_NAME_PATTERN,
+                         description="the W&B project; no '/', '\\', '#', '?', '%' or ':'")
+    entity: str | None = Field(None, min_length=1, max_length=128, pattern=WANDB_NAME_PATTERN,
+                               description="the W&B team or user; default: the API key's default entity")
+    mode: Literal["online", "offline"] = Field(
+        "offline", description="offline (default): runs are written under each job's folder, for `wandb sync`; "
+        "online: sent to W&B (needs WANDB_API_KEY in the jobs' environment)")
+
+    @field_validator("project", "entity", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        return _pattern_check(value, WANDB_NAME_PATTERN, "a W&B name: no '/', '\\', '#', '?', '%' or ':'")
+
+
+class TrackingSpec(CamelModel):
+    """Experiment tracking (off when absent): runs in MLflow and/or W&B, and
+    the registered model. Tracking never decides a gate and never stops the
+    pipeline: an unreachable server sets the TrackingDegraded condition."""
+
+    mlflow: MlflowTrackingSpec | None = Field(None, description="an MLflow tracking server: runs and the registry")
+    wandb: WandbTrackingSpec | None = Field(None, description="a Weights & Biases project: one run per job")
+    step_every: int = Field(50, ge=1, le=1_000_000,
+                            description="log per-step metrics (step/train_loss, step/lr) every N optimizer steps")
+    log_checkpoints: bool = Field(False, description="upload best_model.pt and last_model.pt as artifacts")
+
+    @model_validator(mode="after")
+    def _a_destination(self) -> TrackingSpec:
+        if self.mlflow is None and self.wandb is None:
+            raise ValueError("name where runs go: mlflow (trackingUri) and/or wandb (project); "
+                             "or remove spec.tracking to turn tracking off")
+        return self
+
+
 class PipelineSpec(CamelModel):
     seed: int = Field(42, ge=0, le=2**32 - 1, description="seeds every random source")
     task: Literal["classification", "vae", "custom"] = Field(
@@ -420,6 +559,8 @@ class PipelineSpec(CamelModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="per-job resources")
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="where jobs run")
     approval: ApprovalSpec = Field(default_factory=ApprovalSpec, description="human approval")
+    tracking: TrackingSpec | None = Field(
+        None, description="experiment tracking in MLflow and/or W&B, and the model registry (off when absent)")
 
     # Each rule below reads spec.task (validated first: fields validate in
     # order), so each reports at its own field, among the manifest's other

@@ -110,6 +110,37 @@ class ApprovalStatus(CamelModel):
     run_id: str
 
 
+class TrackingStatus(CamelModel):
+    """Where the pipeline's runs are tracked (spec.tracking), and whether the
+    record is complete. Never holds a credential. ``degraded`` says which
+    server the control plane could not reach (or was refused by); ``pending``
+    lists what the control plane will send again (gate records, the model
+    registration, the approval's alias), retried after ``retryAfter``;
+    ``jobsDegraded`` the jobs that could not reach their server (their runs
+    miss what they could not send)."""
+
+    experiment_id: str | None = Field(default=None, description="the MLflow experiment's id")
+    mlflow_parent_run_id: str | None = Field(default=None, description="the pipeline run's MLflow run")
+    child_runs: dict[str, str] = Field(
+        default_factory=dict, description="each phase folder's MLflow run (a job's, a gate's), by folder")
+    registered_model: str | None = Field(default=None, description="the registered model Finalization adds to")
+    model_version: str | None = Field(default=None, description="its version registered by this run")
+    aliases: list[str] = Field(default_factory=list, description="the aliases this run set on it")
+    wandb_aliases: list[str] = Field(
+        default_factory=list, description="the aliases this run gave the W&B model artifact")
+    final_phase: str | None = Field(default=None, description="the phase last recorded on the pipeline run")
+    degraded: str | None = Field(
+        default=None, description=("the control plane's tracking problem: a server unreachable (cleared once it "
+                                    "answers and nothing is left to retry), a request refused, an error"))
+    degraded_reason: str | None = Field(
+        default=None, description="ServerUnreachable, GaveUpRetrying, RequestRefused or TrackingError")
+    jobs_degraded: dict[str, str] = Field(
+        default_factory=dict, description="jobs that could not reach their server, by phase folder: what they said")
+    pending: list[str] = Field(default_factory=list, description="tracking work to retry, oldest first")
+    retry_after: str | None = Field(default=None, description="no tracking call before this time (a server down)")
+    failures: int = Field(default=0, description="consecutive unreachable calls (the retry delay doubles)")
+
+
 class PipelineStatus(CamelModel):
     phase: Phase = "Pending"
     message: str = ""
@@ -136,3 +167,4 @@ class PipelineStatus(CamelModel):
     decisions: list[Decision] = Field(default_factory=list)
     artifacts: dict[str, str] = Field(default_factory=dict)
     approval: ApprovalStatus | None = None
+    tracking: TrackingStatus | None = Field(default=None, description="experiment tracking (spec.tracking)")

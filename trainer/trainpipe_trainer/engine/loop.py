@@ -119,6 +119,7 @@ class Engine:
         *,
         stop: StopSignal | None = None,
         telemetry: Any | None = None,
+        tracker: Any | None = None,
         on_step: Callable[[int], None] | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
         resume_dir: Path | None = None,
@@ -130,6 +131,7 @@ class Engine:
         self.task.setup(ctx.device)
         self.stop = stop or StopSignal()
         self.telemetry = telemetry if ctx.is_main else None
+        self.tracker = tracker if ctx.is_main else None  # tracking.job_tracker.JobTracker (rank 0)
         self.on_step = on_step
         self.on_epoch = on_epoch
         self.run_dir = Path(config.run_dir)
@@ -218,6 +220,8 @@ class Engine:
             p.completed_epochs, p.batches_done = epoch + 1, 0
             p.epoch_sums, p.epoch_seconds_before = EpochSums(), 0.0
             self._save_epoch_checkpoints(epoch + 1, record, improved)
+            if self.tracker:
+                self.tracker.on_epoch(record, p.previews)
             if self.on_epoch:
                 self.on_epoch(record)
             if any_rank(self.stop.requested, self.ctx):
@@ -328,6 +332,9 @@ class Engine:
                     loss_value, self.optimizer.param_groups[0]["lr"], self.last_grad_norm,
                     world_samples / max(now - step_start, 1e-9), world_samples, metrics=out.step_metrics,
                 )
+            if self.tracker:
+                self.tracker.on_step(p.global_step, loss_value, self.optimizer.param_groups[0]["lr"],
+                                     self.last_grad_norm, out.step_metrics)
             step_start, step_samples = now, 0
             if p.global_step % self.cfg.log_every_steps == 0:
                 self._log_step(epoch, loss_value, window_samples * self.ctx.world_size / max(now - window_start, 1e-9),
