@@ -30,7 +30,7 @@ FROM base AS trainer
 # project itself, whose dependencies are declared in pyproject.toml. hadolint
 # exempts a bare `pip install .`, not `.[extra]`; the ignore covers this line only.
 # hadolint ignore=DL3013
-RUN pip install '.[trainer]'
+RUN pip install '.[trainer,tracking]'
 USER 10001:10001
 ENV TRAINPIPE_CACHE=/tmp/trainpipe-cache
 ENTRYPOINT ["python", "-m", "trainpipe_trainer.run"]

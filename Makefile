@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	@start=$$(date +%s); \
 	  { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); } && \
 	  $(BIN)/pip install -q --upgrade pip && \
-	  $(BIN)/pip install -q -e '.[trainer,dev]' && \
+	  $(BIN)/pip install -q -e '.[trainer,tracking,dev]' && \
 	  touch $(STAMP) && \
 	  echo "venv: $(VENV) installed in $$(( $$(date +%s) - start )) s"
 

@@ -316,7 +316,7 @@ def test_install_steps_are_the_ones_make_venv_runs(dockerfile: Dockerfile) -> No
         ]
         for name in sorted(TARGETS)
     }
-    assert runs == {"operator": ["pip install ."], "trainer": ["pip install '.[trainer]'"]}
+    assert runs == {"operator": ["pip install ."], "trainer": ["pip install '.[trainer,tracking]'"]}
 
 
 def test_hadolint_ignores_are_narrow(dockerfile: Dockerfile) -> None:
