@@ -62,6 +62,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
         settings.namespaces = args.namespace
     if args.ray_allowed_address:
         settings.ray_allowed_addresses = args.ray_allowed_address
+    if args.tracking_allowed_uri:
+        settings.tracking_allowed_uris = args.tracking_allowed_uri
     return run_operator(settings, args.kubeconfig, json_logs=not args.plain_logs)
 
 
@@ -117,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--ray-allowed-address", action="append", default=None,
                           help="a Ray Job API address pipelines may name (repeatable; "
                                "$TRAINPIPE_RAY_ALLOWED_ADDRESSES, comma-separated)")
+    operator.add_argument("--tracking-allowed-uri", action="append", default=None,
+                          help="an MLflow tracking URI pipelines may name (repeatable; "
+                               "$TRAINPIPE_TRACKING_ALLOWED_URIS, comma-separated)")
     operator.add_argument("--namespace", action="append", default=None, help="watch only these (repeatable)")
     operator.add_argument("--metrics-port", type=int, help="/metrics port, 0: off ($TRAINPIPE_METRICS_PORT, 9090)")
     operator.add_argument("--liveness-port", type=int,

@@ -123,3 +123,14 @@ def test_the_chart_passes_the_secrets_name() -> None:
 
     assert "TRAINPIPE_MLFLOW_SECRET" not in env(render())
     assert env(render(sets={"operator.mlflowCredentialsSecret": "mlflow"}))["TRAINPIPE_MLFLOW_SECRET"] == "mlflow"
+
+
+def test_the_chart_passes_the_tracking_allow_list() -> None:
+    def env(docs: list[dict]) -> dict[str, str]:
+        container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value", "") for e in container["env"]}
+
+    assert env(render())["TRAINPIPE_TRACKING_ALLOWED_URIS"] == ""
+    listed = env(render(sets={"operator.trackingAllowedUris[0]": "http://mlflow:5000",
+                              "operator.trackingAllowedUris[1]": "https://mlflow.example.org"}))
+    assert listed["TRAINPIPE_TRACKING_ALLOWED_URIS"] == "http://mlflow:5000,https://mlflow.example.org"

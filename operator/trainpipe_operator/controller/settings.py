@@ -94,11 +94,19 @@ class OperatorSettings:
     operator reads in each pipeline's namespace for the MLflow server's
     credentials (tracking/credentials.py); none: calls go without."""
 
+    tracking_allowed_uris: list[str] = field(default_factory=lambda: [
+        u.strip() for u in os.environ.get("TRAINPIPE_TRACKING_ALLOWED_URIS", "").split(",") if u.strip()])
+    """MLflow tracking URIs (comma-separated) a pipeline's
+    ``spec.tracking.mlflow.trackingUri`` may name; any other is refused naming
+    the field (the operator itself calls that server). Empty: a pipeline with
+    MLflow tracking is refused."""
+
     def tenancy(self) -> TenancySettings:
         """What the tenancy rules read (the webhook builds the same)."""
         return TenancySettings(artifact_root=str(self.artifact_root),
                                ray_allowed_addresses=tuple(self.ray_allowed_addresses),
-                               default_ray_address=self.ray_address)
+                               default_ray_address=self.ray_address,
+                               tracking_allowed_uris=tuple(self.tracking_allowed_uris))
 
     def run_dir(self, namespace: str, name: str, uid: str) -> Path:
         return self.artifact_root / namespace / f"{name}-{uid[:8]}"

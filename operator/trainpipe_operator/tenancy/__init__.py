@@ -18,9 +18,10 @@ from trainpipe_operator.tenancy.secrets import (
     credential,
 )
 from trainpipe_operator.tenancy.settings import TenancySettings
+from trainpipe_operator.tenancy.tracking_access import check_tracking_uri
 
 Rule = Callable[[dict[str, Any], str, TenancySettings], list[str]]
-RULES: tuple[Rule, ...] = (check_paths, check_ray_address)
+RULES: tuple[Rule, ...] = (check_paths, check_ray_address, check_tracking_uri)
 
 
 def check_all(spec: dict[str, Any], namespace: str, settings: TenancySettings) -> list[str]:
@@ -29,4 +30,4 @@ def check_all(spec: dict[str, Any], namespace: str, settings: TenancySettings) -
 
 
 __all__ = ["RULES", "SECRET_TYPE", "RayCredential", "Rule", "TenancySettings", "check_all", "check_paths",
-           "check_ray_address", "check_real_paths", "check_token_secret", "credential"]
+           "check_ray_address", "check_real_paths", "check_token_secret", "check_tracking_uri", "credential"]

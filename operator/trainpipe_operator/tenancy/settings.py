@@ -23,6 +23,10 @@ class TenancySettings:
     """The operator's own default address: chosen by whoever configured the
     operator, so always allowed."""
 
+    tracking_allowed_uris: tuple[str, ...] = ()
+    """MLflow tracking URIs a pipeline's ``spec.tracking.mlflow.trackingUri``
+    may name (exact, after the same normalisation); empty: none."""
+
     def namespace_root(self, namespace: str) -> str:
         return posixpath.join(clean(self.artifact_root), namespace)
 
