@@ -35,7 +35,7 @@ def child_run(uri: str, name: str) -> tuple[str, str]:
     return experiment, rest.create_run(experiment, name, {"trainpipe.phase": name})
 
 
-def tracked_job(make_job, uri: str, name: str, **overrides: Any):  # type: ignore[no-untyped-def]
+def tracked_job(make_job, uri: str, name: str, **overrides: Any):
     experiment, run_id = child_run(uri, name)
     return make_job(name, tracking={
         "stepEvery": STEP_EVERY, "logCheckpoints": True,

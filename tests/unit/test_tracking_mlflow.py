@@ -47,7 +47,7 @@ def test_a_job_whose_mlflow_server_is_down_trains_on_and_records_the_server(
 
 def test_a_down_server_is_tried_once_per_cooldown_not_once_per_call(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{free_port()}"
-    sink = MlflowSink(MlflowJobTarget(trackingUri=uri, experimentId="1", runId="r"),
+    sink = MlflowSink(MlflowJobTarget(tracking_uri=uri, experiment_id="1", run_id="r"),
                       MlflowCredentials(token="tok-SECRET"), timeout=1.0, retries=0)
     fanout = SinkFanout([sink], tmp_path, first_cooldown=60.0)
     began = time.monotonic()

@@ -64,7 +64,7 @@ class MlflowSink(Sink):
         self.run_id = target.run_id
         self.server = target.tracking_uri
         self._credentials = credentials
-        self._client_args = {"timeout": timeout, "retries": retries, "backoff": backoff}
+        self._timeout, self._retries, self._backoff = timeout, retries, backoff
         self._client: MlflowRest | None = None
         self.last_epoch = 0
         self.last_step = 0
@@ -76,7 +76,8 @@ class MlflowSink(Sink):
     @property
     def client(self) -> MlflowRest:
         if self._client is None:
-            self._client = MlflowRest(self.target.tracking_uri, self._credentials, **self._client_args)
+            self._client = MlflowRest(self.target.tracking_uri, self._credentials, timeout=self._timeout,
+                                      retries=self._retries, backoff=self._backoff)
         return self._client
 
     # ---------------------------------------------------------------- calls
