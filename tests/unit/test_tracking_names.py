@@ -5,6 +5,9 @@ an epoch drew; and nothing at all when tracking is not configured."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from trainpipe_trainer.contract.evidence import EpochRecord, PreviewRecord
@@ -77,3 +80,16 @@ def test_epoch_media_are_the_confusion_matrix_and_the_epochs_previews(tmp_path: 
 def test_no_tracking_configured_builds_no_tracker() -> None:
     assert JobTracker.from_config(JobConfig(run_dir="/tmp/run")) is None
     assert JobTracker.from_config(JobConfig.model_validate({"runDir": "/tmp/run", "tracking": {}})) is None
+
+
+def test_the_tracking_package_imports_neither_torch_nor_wandb() -> None:
+    """The control plane imports it (mlflow_rest, wandb_sink.log_model_artifact)."""
+    code = (
+        "import sys\n"
+        "import trainpipe_trainer.tracking.sink, trainpipe_trainer.tracking.job_tracker\n"
+        "import trainpipe_trainer.tracking.mlflow_sink, trainpipe_trainer.tracking.wandb_sink\n"
+        "print(','.join(m for m in ('torch', 'wandb', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == ""

@@ -7,6 +7,7 @@ step, and the model artifact carries its aliases."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -72,7 +73,7 @@ def read_records(path: Path) -> list[Any]:
         pos += CHUNK.size + length
         pending = chunk if kind in (FULL, FIRST) else pending + chunk
         if kind in (FULL, LAST):
-            record = wandb_internal_pb2.Record()
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]
             record.ParseFromString(pending)
             records.append(record)
     return records
@@ -140,7 +141,29 @@ def read_offline_run(directory: Path, run_id: str) -> OfflineRun:
 
 
 # ------------------------------------------------------------------- tests
-def wandb_job(make_job, name: str = "wb", **overrides: Any):  # type: ignore[no-untyped-def]
+_recording: list[list[Any]] = []
+
+
+def _record_connects(event: str, args: tuple) -> None:
+    if _recording and event == "socket.connect" and args[0].family in (socket.AF_INET, socket.AF_INET6):
+        _recording[-1].append(args[1])
+
+
+@contextlib.contextmanager
+def network_connections() -> Iterator[list[Any]]:
+    """The IP addresses this process connects to inside the block (an audit
+    hook: installed once, as hooks cannot be removed; idle outside a block)."""
+    if not getattr(network_connections, "installed", False):
+        sys.addaudithook(_record_connects)
+        network_connections.installed = True  # type: ignore[attr-defined]
+    _recording.append([])
+    try:
+        yield _recording[-1]
+    finally:
+        _recording.pop()
+
+
+def wandb_job(make_job, name: str = "wb", **overrides: Any):
     return make_job(name, tracking={
         "stepEvery": STEP_EVERY, "tags": {"phase": "02_baseline"},
         "wandb": {"project": "trainpipe-test", "runId": RUN_ID, "runName": "02_baseline", "group": "digits-1",
@@ -171,18 +194,10 @@ def assert_steps_strictly_increase(run: OfflineRun) -> None:
 def test_an_offline_wandb_run_holds_the_jobs_metrics_and_confusion_matrices(make_job) -> None:
     config = wandb_job(make_job)
     run_dir = Path(config.run_dir)
-    connects: list[Any] = []
-
-    def no_network(event: str, args: tuple) -> None:
-        if event == "socket.connect" and args[0].family in (socket.AF_INET, socket.AF_INET6):
-            connects.append(args[1])
-
-    sys.addaudithook(no_network)  # (a hook cannot be removed: it only records)
-    evidence = run_job(config, stop=StopSignal())
-    recorded = list(connects)
-    connects.clear()
+    with network_connections() as connects:
+        evidence = run_job(config, stop=StopSignal())
     assert evidence.status == "completed"
-    assert recorded == []  # offline: no network from this process
+    assert connects == []  # offline: no network connection from this process
 
     run = read_offline_run(run_dir, RUN_ID)
     assert len(run.folders) == 1
@@ -240,7 +255,7 @@ def test_log_model_artifact_gives_the_model_its_aliases(tmp_path: Path) -> None:
     model.write_bytes(b"onnx bytes")
     guide = tmp_path / "export" / "deployment_guide.md"
     guide.write_text("# Deploy\n")
-    target = WandbJobTarget(project="trainpipe-test", runId="digits-05-finalization", runName="05_finalization",
+    target = WandbJobTarget(project="trainpipe-test", run_id="digits-05-finalization", run_name="05_finalization",
                             group="digits-1")
     run = init_run(target, tmp_path, job_type="finalization")
     log_model_artifact(run, [model, guide], ["candidate"], name="digits-classifier",

@@ -146,7 +146,7 @@ class JobTracker:
         tracking = config.tracking
         if tracking is None or (tracking.mlflow is None and tracking.wandb is None):
             return None
-        environ = dict(os.environ if env is None else env)
+        environ = os.environ if env is None else env
         sinks: list[Sink] = []
         try:
             if tracking.mlflow is not None:

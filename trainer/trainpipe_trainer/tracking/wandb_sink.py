@@ -61,20 +61,22 @@ def wandb_dir(target: WandbJobTarget, run_dir: Path) -> Path:
     return Path(target.dir) if target.dir else Path(run_dir)
 
 
-def init_run(target: WandbJobTarget, run_dir: Path, config: Mapping[str, Any] | None = None,
-             env: Mapping[str, str] | None = None, job_type: str | None = None) -> Any:
+def init_run(target: WandbJobTarget, run_dir: Path, config: Mapping[str, Any] | None = None, *,
+             has_api_key: bool | None = None, job_type: str | None = None) -> Any:
     """Open (or continue) the W&B run ``target.run_id``; returns wandb's Run.
 
-    Never prompts: online without ``WANDB_API_KEY`` in ``env`` (default: this
-    process's environment) raises :class:`WandbCredentialsMissing`. Also for
-    the control plane (the model artifact at Finalization).
+    Never prompts: online without an API key (``has_api_key``; default:
+    whether ``WANDB_API_KEY`` is set in this process's environment, where
+    wandb reads it) raises :class:`WandbCredentialsMissing`. Also for the
+    control plane (the model artifact at Finalization).
 
     Raises:
         WandbCredentialsMissing: online mode without an API key.
         wandb.errors.Error: wandb could not open the run.
     """
-    environ = os.environ if env is None else env
-    if target.mode == "online" and not environ.get("WANDB_API_KEY"):
+    if has_api_key is None:
+        has_api_key = bool(os.environ.get("WANDB_API_KEY"))
+    if target.mode == "online" and not has_api_key:
         raise WandbCredentialsMissing(
             f"W&B run {target.run_id} (project {target.project}) is online but WANDB_API_KEY is not set in "
             "the job's environment: set it (the launcher fills it from the configured Secret) or use mode offline"
@@ -122,10 +124,11 @@ class WandbSink(Sink):
         self.target = target
         self.run_dir = Path(run_dir)
         self.extra_config = dict(extra_config or {})
-        self._env = dict(os.environ if env is None else env)
+        environ = os.environ if env is None else env
+        self._has_api_key = bool(environ.get("WANDB_API_KEY"))  # wandb reads the key itself
         directory = wandb_dir(target, self.run_dir)
         self.server = (f"W&B offline ({directory / 'wandb'})" if target.mode == "offline"
-                       else f"W&B {self._env.get('WANDB_BASE_URL') or 'default server'} "
+                       else f"W&B {environ.get('WANDB_BASE_URL') or 'default server'} "
                             f"(project {target.project})")
         self.progress_file = directory / "wandb" / f"trainpipe-progress-{target.run_id}.json"
         self.run: Any = None
@@ -145,7 +148,8 @@ class WandbSink(Sink):
 
     # ---------------------------------------------------------------- calls
     def start(self, params: Mapping[str, str]) -> None:
-        self.run = init_run(self.target, self.run_dir, {**params, **self.extra_config}, env=self._env)
+        self.run = init_run(self.target, self.run_dir, {**params, **self.extra_config},
+                            has_api_key=self._has_api_key)
         self.run.define_metric(EPOCH_AXIS)
         self.run.define_metric(STEP_AXIS)
         self.run.define_metric(f"{STEP_PREFIX}*", step_metric=STEP_AXIS)
