@@ -41,7 +41,8 @@ class RayCredential:
         return f"RayCredential(address={self.address!r}, token=<hidden>)"
 
 
-def _decoded(data: dict[str, Any], key: str) -> str | None:
+def secret_value(data: dict[str, Any], key: str) -> str | None:
+    """A Secret's ``data[key]``, base64-decoded and stripped; None when absent or not text."""
     raw = data.get(key)
     if not raw:
         return None
@@ -63,11 +64,11 @@ def check_token_secret(secret: dict[str, Any], spec: dict[str, Any], namespace: 
     if kind != SECRET_TYPE:
         return [f"{FIELD}: Secret {name} has type {kind!r}, not one meant for trainpipe; allowed: {EXPECTED}"]
     data = secret.get("data") or {}
-    missing = [k for k in ("address", "token") if not _decoded(data, k)]
+    missing = [k for k in ("address", "token") if not secret_value(data, k)]
     if missing:
         return [f"{FIELD}: Secret {name} has no (valid base64, non-empty) key {', '.join(repr(k) for k in missing)}; "
                 f"allowed: {EXPECTED}"]
-    bound = str(_decoded(data, "address"))
+    bound = str(secret_value(data, "address"))
     problems = address_problems(f"{FIELD} (Secret {name}, key 'address')", bound, settings)
     named = ((spec.get("runtime") or {}).get("ray") or {}).get("address")
     if named and normalize_address(str(named)) != normalize_address(bound):
@@ -87,4 +88,4 @@ def credential(secret: dict[str, Any], spec: dict[str, Any], namespace: str,
     if problems:
         raise ValueError("; ".join(problems))
     data = secret.get("data") or {}
-    return RayCredential(str(_decoded(data, "address")), str(_decoded(data, "token")))
+    return RayCredential(str(secret_value(data, "address")), str(secret_value(data, "token")))

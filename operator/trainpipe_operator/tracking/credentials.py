@@ -15,27 +15,17 @@ Messages name the Secret and the keys, never a value but the URI."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 from urllib.parse import urlsplit
 
 from trainpipe_operator.spec.pipeline import redact_uri
+from trainpipe_operator.tenancy.secrets import secret_value
 from trainpipe_trainer.tracking.mlflow_rest import MlflowCredentials
 
 SECRET_TYPE = "trainpipe.io/mlflow-credentials"
 EXPECTED = (f"a Secret of type {SECRET_TYPE} in the pipeline's namespace with the keys 'trackingUri' (the server "
             "the credentials belong to) and 'token', or 'username' and 'password'")
 
-
-def _decoded(data: dict[str, Any], key: str) -> str | None:
-    raw = data.get(key)
-    if not raw:
-        return None
-    try:
-        return base64.b64decode(raw, validate=True).decode().strip() or None
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
 
 
 def same_server(a: str, b: str) -> bool:
@@ -62,8 +52,8 @@ def from_secret(secret: dict[str, Any] | None, name: str, namespace: str,
     if kind != SECRET_TYPE:
         return None, f"Secret {where} has type {kind!r}, not {SECRET_TYPE}: not read; expected {EXPECTED}"
     data = secret.get("data") or {}
-    bound = _decoded(data, "trackingUri")
-    token, username, password = (_decoded(data, k) for k in ("token", "username", "password"))
+    bound = secret_value(data, "trackingUri")
+    token, username, password = (secret_value(data, k) for k in ("token", "username", "password"))
     if bound is None or not (token or (username and password)):
         return None, f"Secret {where} lacks keys (valid base64, non-empty): expected {EXPECTED}"
     if not same_server(bound, tracking_uri):
