@@ -54,3 +54,34 @@ def test_the_operator_reads_its_list_from_the_environment(monkeypatch) -> None: 
     monkeypatch.setenv("TRAINPIPE_TRACKING_ALLOWED_URIS", "http://a:5000, http://b:5000")
     settings = OperatorSettings()
     assert settings.tenancy().tracking_allowed_uris == ("http://a:5000", "http://b:5000")
+
+
+def test_a_pipeline_names_only_its_own_namespaces_experiments_and_models() -> None:
+    def with_names(**names: str) -> dict[str, Any]:
+        return {"tracking": {"mlflow": {"trackingUri": "http://mlflow.team-a.svc:5000", **names}}}
+
+    assert check_tracking_uri(with_names(experiment="team-a/vision", registeredModel="team-a.digits"),
+                              "team-a", ALLOWED) == []
+    (experiment,) = check_tracking_uri(with_names(experiment="team-b/vision"), "team-a", ALLOWED)
+    assert experiment.startswith("spec.tracking.mlflow.experiment: 'team-b/vision'") and "'team-a/'" in experiment
+    # team-a's prefix is not a prefix of "team-a-evil": the separator is part of it
+    for other in ("team-b.digits", "digits", "team-a-evil.digits"):
+        (model,) = check_tracking_uri(with_names(registeredModel=other), "team-a", ALLOWED)
+        assert model.startswith("spec.tracking.mlflow.registeredModel:") and "'team-a.'" in model, other
+
+
+def test_under_the_operator_the_default_registered_model_is_the_namespaces(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from trainpipe_operator.spec.pipeline import TrainingPipeline
+    from trainpipe_operator.tracking.runs import PipelineTracker
+
+    def tracker(namespace: str | None) -> PipelineTracker:
+        metadata = {"name": "digits", **({"namespace": namespace} if namespace else {})}
+        pipeline = TrainingPipeline.model_validate({
+            "apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline", "metadata": metadata,
+            "spec": {"data": {"source": "builtin:digits"},
+                     "tracking": {"mlflow": {"trackingUri": "http://mlflow.team-a.svc:5000"}}}})
+        return PipelineTracker(pipeline, tmp_path)
+
+    assert tracker("team-a").registered_model == "team-a.digits"
+    assert tracker("team-a").experiment == "team-a/digits"
+    assert tracker(None).registered_model == "digits"  # trainpipe run: no namespace

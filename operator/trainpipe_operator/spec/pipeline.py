@@ -465,11 +465,12 @@ class MlflowTrackingSpec(CamelModel):
         "http(s)://host[:port][/path] of the MLflow tracking server; no credentials in it (they come from "
         "MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"))
     experiment: str | None = Field(None, min_length=1, max_length=500, description=(
-        "the MLflow experiment (created when missing); default: <namespace>/<name> under the operator, "
-        "the pipeline's name with trainpipe run"))
+        "the MLflow experiment (created when missing); default: <namespace>/<name> under the operator "
+        "(which allows only names under <namespace>/), the pipeline's name with trainpipe run"))
     registered_model: str | None = Field(None, min_length=1, max_length=MAX_REGISTERED_MODEL_NAME, description=(
         "the registered model Finalization adds a version to (alias candidate; champion once approved); "
-        "default: the pipeline's name. MLflow's rules: no '/' or ':'"))
+        "default: <namespace>.<name> under the operator (which allows only names starting <namespace>.), "
+        "the pipeline's name with trainpipe run. MLflow's rules: no '/' or ':'"))
 
     @model_validator(mode="before")
     @classmethod

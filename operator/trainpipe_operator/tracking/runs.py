@@ -96,7 +96,10 @@ class PipelineTracker:
         self.server = mlflow.tracking_uri if mlflow else None
         self.experiment = (mlflow.experiment if mlflow and mlflow.experiment else
                            f"{self.namespace}/{self.name}" if self.namespace else self.name)
-        self.registered_model = (mlflow.registered_model or self.name) if mlflow else None
+        # Under the operator a namespace's names are its own (tenancy/tracking_access.py):
+        # the default registered model is "<namespace>.<name>".
+        self.registered_model = (mlflow.registered_model or (f"{self.namespace}.{self.name}" if self.namespace
+                                                              else self.name)) if mlflow else None
         # Why the calls go without credentials (the operator's Secret does
         # not fit this server): said in TrackingDegraded, never raised.
         self.credentials_problem: str | None = None
