@@ -21,7 +21,7 @@ def test_values_are_parsed_as_yaml() -> None:
     assert parse_override("baseline.lr=0.01").value == 0.01
     assert parse_override("data.augment=[hflip, crop]").value == ["hflip", "crop"]
     assert parse_override("approval.required=true").value is True
-    assert parse_override("metadata='42'").value == "42"
+    assert parse_override("customTask.options.tag='42'").value == "42"  # quoted: a string
     assert parse_override("spec.seed=7").path == ("seed",)  # a leading spec. is allowed
 
 
