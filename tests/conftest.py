@@ -71,3 +71,35 @@ def make_job(tmp_path: Path, digits_cache: Path):
         return JobConfig.model_validate(_merge(base, overrides))
 
     return factory
+
+
+# pytest-xdist (`--dist loadfile`) hands whole files to the workers in
+# collection order. The files that run whole pipelines take minutes each; run
+# last, one of them decides when the suite ends while the other worker idles.
+# So they go first, longest first (measured), then the other integration
+# files, then the many short unit files that fill in around them.
+LONGEST_FIRST = (
+    "test_operator.py",
+    "test_pipeline_local.py",
+    "test_tasks_local_collapse_custom.py",
+    "test_operator_tasks.py",
+    "test_tasks_local.py",
+    "test_pipeline_local_resume.py",
+    "test_operator_jobs.py",
+    "test_tracking_pipeline.py",
+    "test_approval.py",
+    "test_tenancy.py",
+)
+
+
+def _file_rank(item: pytest.Item) -> tuple[int, int]:
+    path = Path(str(item.fspath))
+    if path.name in LONGEST_FIRST:
+        return (0, LONGEST_FIRST.index(path.name))
+    return (1, 0) if "integration" in path.parts else (2, 0)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # sorted() is stable: within a file, and among files of one rank, the
+    # collection order stays.
+    items[:] = sorted(items, key=_file_rank)
