@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from trainpipe_operator.diagnosis import (
     ConfigChange,
@@ -490,6 +491,25 @@ def test_underfitting_recommendations_values() -> None:
     assert changes_of(recs) == {"model.name": "resnet18", "train.epochs": 40, "train.lr": 0.003}
     bigger = recommend(d, TrainSettings(model_name="resnet18"), make_spec())
     assert changes_of(bigger)["model.name"] == "resnet50"
+
+
+def test_a_setting_held_fixed_is_never_recommended_and_the_report_says_so() -> None:
+    spec = make_spec(optimization={"fixed": ["model.name"]})
+    d = diagnose(underfit_evidence(), spec)
+    recs = recommend(d, TrainSettings(model_name="smallcnn", epochs=20, lr=1e-3, weight_decay=0.0), spec)
+    assert "model.name" not in changes_of(recs)
+    assert {"underfitting/longer-training", "underfitting/raise-lr"} <= {r.id for r in recs}
+    assert 3 <= len(recs) <= 5  # topped up from the fillers, still within the gate's range
+    report = render_diagnostic_report(d, recs, underfit_evidence(), 1, fixed=spec.optimization.fixed)
+    assert "Held fixed by spec.optimization.fixed, so never recommended: model.name." in report
+
+
+def test_fixed_names_only_settings_diagnostics_changes() -> None:
+    with pytest.raises(ValidationError) as err:
+        make_spec(optimization={"fixed": ["model.name", "model.nmae"]})
+    message = str(err.value)
+    assert "optimization.fixed" in message and "'model.nmae' is not a setting Diagnostics changes" in message
+    assert "allowed: " in message and "train.lr" in message
 
 
 def test_convergence_stall_raises_lr_more_when_tiny() -> None:

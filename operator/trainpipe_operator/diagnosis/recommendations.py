@@ -148,10 +148,18 @@ def recommend(
                     "expected_impact": "low",
                     "rationale": extra[0].rationale + " (Secondary issue: saves time, no accuracy gain.)",
                 }))
-    recs = _dedupe(recs)
+    recs = _changeable(_dedupe(recs), spec)
     if len(recs) < MIN_RECOMMENDATIONS and not diagnosis.infrastructure_broken:
-        recs += [r for r in _fillers(ctx) if r.id not in {x.id for x in recs}]
+        recs += [r for r in _changeable(_fillers(ctx), spec) if r.id not in {x.id for x in recs}]
     return _ranked(recs, diagnosis.primary_issue)[:MAX_RECOMMENDATIONS]
+
+
+def _changeable(recs: list[Recommendation], spec: PipelineSpec) -> list[Recommendation]:
+    """Without the recommendations that would change a setting the user holds
+    fixed (``spec.optimization.fixed``): those are never recommended, so the
+    report lists only what Optimization may apply."""
+    fixed = set(spec.optimization.fixed)
+    return [r for r in recs if not fixed.intersection(c.path for c in r.changes)]
 
 
 # -- context and builders -----------------------------------------------------

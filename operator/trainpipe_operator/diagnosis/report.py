@@ -29,7 +29,10 @@ def render_diagnostic_report(
     evidence: Evidence,
     iteration: int,
     decision: tuple[str, str] | None = None,
+    fixed: Sequence[str] = (),
 ) -> str:
+    """``fixed``: the settings the user holds fixed (``spec.optimization.fixed``),
+    which no recommendation changes; named so a reader knows why a remedy is absent."""
     d, m = diagnosis, diagnosis.measurements
     lines = [
         f"# Diagnostic report: {evidence.job_name} (iteration {iteration})",
@@ -66,6 +69,8 @@ def render_diagnostic_report(
         "| rank | title | changes | expected impact | expected gain | effort | rationale |",
         "|---|---|---|---|---|---|---|",
     ]
+    if fixed:
+        lines[-3:-3] = [f"Held fixed by spec.optimization.fixed, so never recommended: {', '.join(fixed)}.", ""]
     for rank, r in enumerate(recommendations, start=1):
         changes = "<br>".join(_cell(c.describe()) for c in r.changes) or "_requires a person_"
         lines.append(

@@ -289,7 +289,7 @@ class LocalRunner:
         if fixing and decision != "baseline-again":
             decision, reason = "baseline-again", f"the baseline failed; applying the fix: {reason}"
         report = render_diagnostic_report(diagnosis, recommendations, evidence, status.diagnostics_runs,
-                                          decision=(decision, reason))
+                                          decision=(decision, reason), fixed=self.spec.optimization.fixed)
         rundir.write_text(out / "diagnostic_report.md", report)
         rundir.write_json(out / "recommendations.json",
                           {"source": source, "base_settings": base.model_dump(mode="json"),

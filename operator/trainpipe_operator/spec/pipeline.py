@@ -284,6 +284,24 @@ class OptimizationSpec(CamelModel):
     min_improvement: float = Field(
         0.02, ge=0, le=1, description="a gain under this (absolute, in the target metric) counts as diminishing"
     )
+    fixed: list[str] = Field(
+        default_factory=list,
+        description=("settings Diagnostics never changes, as job-config paths (e.g. model.name for a model "
+                     "that must stay small for its deployment target; allowed: the paths its recommendations "
+                     "change: train.lr, train.epochs, model.name, data.batchSize, ...)"),
+    )
+
+    @field_validator("fixed")
+    @classmethod
+    def _known_settings(cls, value: list[str]) -> list[str]:
+        # Imported here: the diagnosis package imports the spec.
+        from trainpipe_operator.diagnosis.settings import PATHS
+
+        unknown = [path for path in value if path not in PATHS]
+        if unknown:
+            raise ValueError(f"{', '.join(map(repr, unknown))} is not a setting Diagnostics changes; "
+                             f"allowed: {', '.join(sorted(PATHS))}")
+        return list(dict.fromkeys(value))
 
 
 class FinalizationSpec(CamelModel):
