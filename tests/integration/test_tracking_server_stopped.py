@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.integration.mlflow_server import MlflowServer, running_mlflow
 from tests.integration.local_pipelines import TRAINPIPE, decisions, manifest, state
+from tests.integration.mlflow_server import MlflowServer, running_mlflow
 from trainpipe_trainer.contract.tracking import TRACKING_STATUS_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
