@@ -31,6 +31,7 @@ from trainpipe_operator.kuberay.rayjob import build_rayjob
 from trainpipe_operator.spec.pipeline import ResourcesSpec, TrainingPipeline
 from trainpipe_operator.spec.status import PipelineStatus
 from trainpipe_operator.tracking.credentials import SECRET_TYPE, from_secret, secret_env
+from trainpipe_operator.tracking.relay import RELAYED_FILE
 from trainpipe_operator.tracking.runs import PipelineTracker
 from trainpipe_trainer.contract.job_config import JobConfig
 from trainpipe_trainer.contract.tracking import TRACKING_STATUS_FILE
@@ -131,7 +132,7 @@ def test_a_ray_job_api_job_gets_no_credentials_and_the_control_plane_relays_its_
     assert evidence.status == "completed"
     assert len(proxy.allowed) == sent and not proxy.refused  # the job sent nothing at all
 
-    tracker.job_ended(status, "02_baseline", "train")
+    tracker.job_ended(status, "02_baseline", config)
     assert not proxy.refused and status.tracking.degraded is None and not status.tracking.jobs_degraded
     reader = MlflowClient(tracking_uri=mlflow_server.uri)
     assert_histories_equal_metrics_json(reader, run_id, job_dir)
@@ -145,8 +146,13 @@ def test_a_ray_job_api_job_gets_no_credentials_and_the_control_plane_relays_its_
     assert {a.path for a in reader.list_artifacts(run_id, "confusion_matrix")} == {
         f"confusion_matrix/epoch_{n}.png" for n in (1, 2, 3)}
 
-    # Relayed again (a replayed reconcile): no epoch twice.
-    tracker.job_ended(status, "02_baseline", "train")
+    # A replayed reconcile does not relay it again; and were it sent again, no epoch would be twice.
+    sent = len(proxy.allowed)
+    tracker.job_ended(status, "02_baseline", config)
+    assert len(proxy.allowed) == sent
+    (job_dir / RELAYED_FILE).unlink()
+    tracker.job_ended(status, "02_baseline", config)
+    assert len(proxy.allowed) > sent
     assert_histories_equal_metrics_json(reader, run_id, job_dir)
     _no_token_under(run_dir)
 

@@ -24,11 +24,9 @@ raises: a server that does not answer is written to the folder's
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
-
-import yaml
-from pydantic import ValidationError
 
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.job_config import JobConfig
@@ -39,28 +37,26 @@ from trainpipe_trainer.tracking.mlflow_sink import MlflowSink
 
 log = logging.getLogger("trainpipe.tracking")
 
-
-def job_config(job_dir: Path) -> JobConfig | None:
-    """The config the job ran (the trainer's ``job.yaml``, else the runner's
-    ``job_request.yaml``); None when neither is readable."""
-    for name in ("job.yaml", "job_request.yaml"):
-        path = job_dir / name
-        if path.is_file():
-            try:
-                return JobConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-            except (ValidationError, ValueError, OSError, yaml.YAMLError) as exc:
-                log.warning("relay: %s is not a job config (%s)", path, exc)
-    return None
+#: In the job's folder: the digest of the evidence.json last relayed. A
+#: reconcile replays a phase up to the job it waits for (Finalization's
+#: evaluate job waits after its training job ended): relayed once, not per tick.
+RELAYED_FILE = ".tracking_relayed"
 
 
 def relay_job(target: MlflowJobTarget, credentials: MlflowCredentials | None, job_dir: Path,
-              tracking: TrackingConfig) -> bool:
+              config: JobConfig, tracking: TrackingConfig) -> bool:
     """Send a finished training job's record in ``job_dir`` to ``target``'s
-    run. ``tracking``: the job's tracking settings (step filter, checkpoints,
-    tags). False when the job left nothing to send (no evidence.json)."""
+    run. ``config``: the job's config as submitted (its params; the folder's
+    job.yaml may be a later job's, e.g. Finalization's evaluate job).
+    ``tracking``: the job's tracking settings (step filter, checkpoints).
+    False when there is nothing (new) to send: no evidence.json, or this
+    evidence.json was relayed already."""
     evidence_path = job_dir / "evidence.json"
-    config = job_config(job_dir)
-    if config is None or not evidence_path.is_file():
+    if not evidence_path.is_file():
+        return False
+    digest = hashlib.sha256(evidence_path.read_bytes()).hexdigest()
+    marker = job_dir / RELAYED_FILE
+    if marker.is_file() and marker.read_text(encoding="utf-8").strip() == digest:
         return False
     evidence = Evidence.read(evidence_path)
     config = config.model_copy(update={
@@ -70,4 +66,6 @@ def relay_job(target: MlflowJobTarget, credentials: MlflowCredentials | None, jo
     for record in evidence.epochs:
         tracker.on_epoch(record, evidence.previews)
     tracker.finish(evidence)
+    if tracker.fanout.status() is None:  # all of it went out: not again (else the next replay tries)
+        marker.write_text(digest + "\n", encoding="utf-8")
     return True

@@ -35,6 +35,7 @@ from trainpipe_operator.spec.pipeline import TrainingPipeline
 from trainpipe_operator.spec.status import PipelineStatus, TrackingStatus
 from trainpipe_operator.tracking import health, registry, relay
 from trainpipe_operator.tracking.params import spec_hash, spec_params
+from trainpipe_trainer.contract.job_config import JobConfig
 from trainpipe_trainer.contract.tracking import MlflowJobTarget, TrackingConfig, WandbJobTarget
 from trainpipe_trainer.tracking.mlflow_rest import (
     MlflowCredentials,
@@ -132,12 +133,13 @@ class PipelineTracker:
                               log_checkpoints=self.settings.log_checkpoints,
                               tags=self._job_tags(status, phase, folder, iteration, attempt))
 
-    def job_ended(self, status: PipelineStatus, folder: str, action: str = "train") -> None:
-        """Relays a training job's record when jobs do not log themselves
-        (``relay_jobs``); then reads the job's tracking_status.json: a job that
-        could not reach its server degrades the record (it kept training)."""
-        if self.relay_jobs and action == "train":
-            self._relay(status, folder)
+    def job_ended(self, status: PipelineStatus, folder: str, job: JobConfig | None = None) -> None:
+        """Relays a training job's record (``job``: its config, as submitted)
+        when jobs do not log themselves (``relay_jobs``); then reads the job's
+        tracking_status.json: a job that could not reach its server degrades
+        the record (it kept training)."""
+        if self.relay_jobs and job is not None and job.action == "train":
+            self._relay(status, folder, job)
         try:
             health.job_degraded(self.state(status), folder, self.run_dir / folder)
         except Exception as exc:  # noqa: BLE001 - tracking never breaks the pipeline
@@ -185,15 +187,17 @@ class PipelineTracker:
                 state.pending.remove(item)
 
     # ------------------------------------------------------------ pieces
-    def _relay(self, status: PipelineStatus, folder: str) -> None:
+    def _relay(self, status: PipelineStatus, folder: str, job: JobConfig) -> None:
         state = self.state(status)
         run = state.child_runs.get(folder)
         if self.server is None or run is None or state.experiment_id is None or status.run_id is None:
             return  # no run was made for the job (the server was down): nothing to relay to
+        if not health.may_call(state, self._clock()):
+            return  # the server did not answer lately: the relay waits out its delay like every call
         target = MlflowJobTarget(tracking_uri=self.server, experiment_id=state.experiment_id, run_id=run)
         settings = TrackingConfig(step_every=self.settings.step_every, log_checkpoints=self.settings.log_checkpoints)
         try:
-            relay.relay_job(target, self._credentials, self.run_dir / folder, settings)
+            relay.relay_job(target, self._credentials, self.run_dir / folder, job, settings)
         except Exception as exc:  # noqa: BLE001 - tracking never breaks the pipeline
             health.failed(state, f"relay the job in {folder} to its run", f"{type(exc).__name__}: {exc}")
             log.warning("%s: relaying %s: %s", self.name, folder, exc, exc_info=True)
