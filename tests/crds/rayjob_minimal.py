@@ -37,7 +37,7 @@ DROPPED = ("description", "default", "x-kubernetes-validations", "x-kubernetes-l
 Shape = dict[str, Any]  # field -> True (all of it) or a Shape (only these)
 
 _CONTAINER: Shape = {f: True for f in ("name", "image", "imagePullPolicy", "resources", "ports", "volumeMounts",
-                                       "securityContext")}
+                                       "securityContext", "env")}
 _POD_SPEC: Shape = {
     **{f: True for f in ("securityContext", "serviceAccountName", "restartPolicy", "tolerations")},
     "containers": _CONTAINER,

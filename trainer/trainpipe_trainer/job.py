@@ -136,6 +136,7 @@ def run_job(
         engine = Engine(
             config, parts, ctx, stop=stop, telemetry=telemetry, tracker=tracker, on_step=on_step,
             on_epoch=after_epoch, resume_dir=resume_dir,
+            gpu_window=monitor.take_window if monitor is not None else None,
         )
         status = engine.fit()
         reason = "early stopping: val_loss stopped improving" if status == "early_stopped" else "reached the final epoch"

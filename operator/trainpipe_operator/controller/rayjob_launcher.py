@@ -40,7 +40,8 @@ class RayJobLauncher:
 
     def __init__(self, api: Any, namespace: str, owner: dict[str, str], image: str, resources: ResourcesSpec,
                  claim: str, artifact_root: Path, on_submit: Callable[[str], None] | None = None,
-                 metrics_port: int | None = None, sub_path: str | None = None) -> None:
+                 metrics_port: int | None = None, sub_path: str | None = None,
+                 env: list[dict[str, Any]] | None = None) -> None:
         self.api = api  # kubernetes.client.CustomObjectsApi
         self.namespace = namespace
         self.owner = owner
@@ -52,6 +53,9 @@ class RayJobLauncher:
                         **({"subPath": sub_path} if sub_path else {})}
         self.on_submit = on_submit
         self.metrics_port = metrics_port
+        # The pods' env: the tracking credentials as secretKeyRef references
+        # (tracking/credentials.py secret_env), never a value.
+        self.env = list(env or [])
 
     def run(self, job_file: Path, run_dir: Path, submission_id: str) -> JobOutcome:
         from kubernetes.client.exceptions import ApiException
@@ -64,7 +68,7 @@ class RayJobLauncher:
                 raise
             body = build_rayjob(name, self.namespace, self.owner, self.image, str(job_file), self.resources,
                                 self.storage, service_account=None, metrics_port=self.metrics_port,
-                                entrypoint_gpus=entrypoint_gpus(job_file))
+                                entrypoint_gpus=entrypoint_gpus(job_file), env=self.env)
             self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
             log.info("created RayJob %s/%s for %s", self.namespace, name, submission_id)
             if self.on_submit is not None:

@@ -34,6 +34,7 @@ from trainpipe_operator.spec.status import ApprovalStatus, Condition, PipelineSt
 from trainpipe_operator.tenancy.paths import resolve_paths
 from trainpipe_operator.tenancy.ray_access import address_problems
 from trainpipe_operator.tracking.credentials import from_secret as credentials_from_secret
+from trainpipe_operator.tracking.credentials import secret_env
 from trainpipe_operator.tracking.runs import tracker_for
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.validation_errors import format_validation_error
@@ -105,12 +106,17 @@ class Reconciler:
                 return launcher
         pipeline = self._with_resolved_paths(pipeline, namespace)
         credentials, problem = self._tracking_credentials(pipeline, namespace)
+        self._give_jobs_credentials(launcher, credentials)
         runner = LocalRunner(pipeline, run_dir, launcher, pipeline.spec.runtime.type,
                              resubmit_interrupted=True, gpu_source=self._gpu_source(pipeline),
                              metrics_port=self.settings.trainer_metrics_port or None,
                              tracking_credentials=credentials)
         if runner.tracker is not None:
             runner.tracker.credentials_problem = problem
+            # A shared Ray cluster shows a job's runtime_env to every user of
+            # its dashboard: its jobs get no credentials, the control plane
+            # relays their record (tracking/relay.py).
+            runner.tracker.relay_jobs = credentials is not None and pipeline.spec.runtime.type == "ray"
         waiting = None
         try:
             if status.phase == "AwaitingApproval":
@@ -185,6 +191,15 @@ class Reconciler:
                               f"({type(exc).__name__} {getattr(exc, 'status', '')}): calls go without credentials")
             body = None
         return credentials_from_secret(body, name, namespace, tracking.mlflow.tracking_uri)
+
+    def _give_jobs_credentials(self, launcher: Launcher, credentials: MlflowCredentials | None) -> None:
+        """A RayJob's pods get the verified credentials as references to the
+        namespace's Secret (``secretKeyRef``, resolved by the kubelet), never
+        as values in the RayJob. The launcher is made per reconcile."""
+        from trainpipe_operator.controller.rayjob_launcher import RayJobLauncher as KubeRayLauncher
+
+        if isinstance(launcher, KubeRayLauncher):
+            launcher.env = secret_env(self.settings.mlflow_secret, credentials)
 
     def _refusal(self, pipeline: TrainingPipeline, namespace: str) -> list[str]:
         """The tenancy rules' messages for this spec (the webhook's, plus

@@ -174,6 +174,7 @@ def build_rayjob(
     ray_version: str | None = None,
     metrics_port: int | None = None,
     entrypoint_gpus: float = 0,
+    env: list[dict[str, Any]] | None = None,
 ) -> dict:
     """The ``ray.io/v1`` RayJob running ``python -m trainpipe_trainer.run
     --config <job_file>`` on a Ray cluster made for it.
@@ -210,6 +211,10 @@ def build_rayjob(
             (what the chart's PodMonitor scrapes); None: none declared.
         entrypoint_gpus: ``entrypointNumGpus``: GPUs the driver itself
             needs (a GPU pipeline's preflight/evaluate); 0: not set.
+        env: ``env`` entries of the head and worker containers (where the
+            driver and the Ray Train workers run; the submitter needs none):
+            the tracking credentials as ``secretKeyRef`` references
+            (tracking/credentials.py ``secret_env``), never values.
 
     Raises:
         ValueError: a name KubeRay would refuse, an incomplete owner or storage.
@@ -236,6 +241,7 @@ def build_rayjob(
         "ports": [{"name": port_name, "containerPort": port} for port_name, port in HEAD_PORTS],
         "volumeMounts": _mounts(mount_path, sub_path),
         "securityContext": _container_security(),
+        **({"env": [dict(e) for e in env]} if env else {}),
     }
     gpus = resources.gpus_per_worker
     worker_container = {
@@ -246,6 +252,7 @@ def build_rayjob(
         **({"ports": [{"name": "metrics", "containerPort": metrics_port}]} if metrics_port else {}),
         "volumeMounts": _mounts(mount_path, sub_path),
         "securityContext": _container_security(),
+        **({"env": [dict(e) for e in env]} if env else {}),
     }
     gpu_tolerations = (
         [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

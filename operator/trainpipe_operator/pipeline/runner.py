@@ -548,7 +548,7 @@ class LocalRunner:
                                  metric=self.tracked.name):
             outcome = self.launcher.run(job_file, out, submission)
         if self.tracker is not None:  # a job that could not reach its server: TrackingDegraded
-            self.tracker.job_ended(status, folder)
+            self.tracker.job_ended(status, folder, job)
         status.job.exit_code = outcome.exit_code
         status.job.message = outcome.message
         if outcome.interrupted:

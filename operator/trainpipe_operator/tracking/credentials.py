@@ -63,3 +63,21 @@ def from_secret(secret: dict[str, Any] | None, name: str, namespace: str,
     if token:
         return MlflowCredentials(token=token), None
     return MlflowCredentials(username=username, password=password), None
+
+
+#: The Secret's keys, by the environment variable the trainer reads (MlflowCredentials.from_env).
+ENV_KEYS = {"bearer": (("MLFLOW_TRACKING_TOKEN", "token"),),
+            "basic": (("MLFLOW_TRACKING_USERNAME", "username"), ("MLFLOW_TRACKING_PASSWORD", "password"))}
+
+
+def secret_env(secret_name: str | None, credentials: MlflowCredentials | None) -> list[dict[str, Any]]:
+    """The container ``env`` entries that give a job's pods the credentials
+    the control plane verified (``from_secret``): references to the Secret's
+    keys (``valueFrom.secretKeyRef``), resolved by the kubelet when the pod
+    starts, so the value is never in the RayJob, its status or the run
+    directory. Only the kind the Secret holds (a token, or a username and
+    password); none without verified credentials."""
+    if not secret_name or credentials is None or credentials.kind not in ENV_KEYS:
+        return []
+    return [{"name": variable, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
+            for variable, key in ENV_KEYS[credentials.kind]]

@@ -33,8 +33,9 @@ from typing import TypeVar
 
 from trainpipe_operator.spec.pipeline import TrainingPipeline
 from trainpipe_operator.spec.status import PipelineStatus, TrackingStatus
-from trainpipe_operator.tracking import health, registry
+from trainpipe_operator.tracking import health, registry, relay
 from trainpipe_operator.tracking.params import spec_hash, spec_params
+from trainpipe_trainer.contract.job_config import JobConfig
 from trainpipe_trainer.contract.tracking import MlflowJobTarget, TrackingConfig, WandbJobTarget
 from trainpipe_trainer.tracking.mlflow_rest import (
     MlflowCredentials,
@@ -103,6 +104,10 @@ class PipelineTracker:
         # Why the calls go without credentials (the operator's Secret does
         # not fit this server): said in TrackingDegraded, never raised.
         self.credentials_problem: str | None = None
+        # Training jobs that must not get the credentials (a shared Ray
+        # cluster's runtime_env is public): they log nothing to MLflow, and
+        # job_ended relays their record with the control plane's (relay.py).
+        self.relay_jobs = False
 
     # -------------------------------------------------------------- hooks
     def job_tracking(self, status: PipelineStatus, phase: str, folder: str, attempt: int,
@@ -119,7 +124,7 @@ class PipelineTracker:
         if self.server is not None:
             child = self._guarded(status, f"create the run of {folder}",
                                   lambda: self._child(status, phase, folder, attempt, new_attempt))
-            if child is not None and state.experiment_id:
+            if child is not None and state.experiment_id and not self.relay_jobs:
                 target = MlflowJobTarget(tracking_uri=self.server, experiment_id=state.experiment_id, run_id=child)
         wandb = self._wandb_target(status, phase, folder)
         if target is None and wandb is None:
@@ -128,9 +133,13 @@ class PipelineTracker:
                               log_checkpoints=self.settings.log_checkpoints,
                               tags=self._job_tags(status, phase, folder, iteration, attempt))
 
-    def job_ended(self, status: PipelineStatus, folder: str) -> None:
-        """Reads the job's tracking_status.json: a job that could not reach its
-        server degrades the record (it kept training)."""
+    def job_ended(self, status: PipelineStatus, folder: str, job: JobConfig | None = None) -> None:
+        """Relays a training job's record (``job``: its config, as submitted)
+        when jobs do not log themselves (``relay_jobs``); then reads the job's
+        tracking_status.json: a job that could not reach its server degrades
+        the record (it kept training)."""
+        if self.relay_jobs and job is not None and job.action == "train":
+            self._relay(status, folder, job)
         try:
             health.job_degraded(self.state(status), folder, self.run_dir / folder)
         except Exception as exc:  # noqa: BLE001 - tracking never breaks the pipeline
@@ -178,6 +187,21 @@ class PipelineTracker:
                 state.pending.remove(item)
 
     # ------------------------------------------------------------ pieces
+    def _relay(self, status: PipelineStatus, folder: str, job: JobConfig) -> None:
+        state = self.state(status)
+        run = state.child_runs.get(folder)
+        if self.server is None or run is None or state.experiment_id is None or status.run_id is None:
+            return  # no run was made for the job (the server was down): nothing to relay to
+        if not health.may_call(state, self._clock()):
+            return  # the server did not answer lately: the relay waits out its delay like every call
+        target = MlflowJobTarget(tracking_uri=self.server, experiment_id=state.experiment_id, run_id=run)
+        settings = TrackingConfig(step_every=self.settings.step_every, log_checkpoints=self.settings.log_checkpoints)
+        try:
+            relay.relay_job(target, self._credentials, self.run_dir / folder, job, settings)
+        except Exception as exc:  # noqa: BLE001 - tracking never breaks the pipeline
+            health.failed(state, f"relay the job in {folder} to its run", f"{type(exc).__name__}: {exc}")
+            log.warning("%s: relaying %s: %s", self.name, folder, exc, exc_info=True)
+
     def _wandb_target(self, status: PipelineStatus, phase: str, folder: str) -> WandbJobTarget | None:
         w = self.settings.wandb
         if w is None or status.run_id is None:

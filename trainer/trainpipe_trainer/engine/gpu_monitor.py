@@ -89,6 +89,10 @@ class GpuMonitor:
         self._util_sum = 0.0
         self._util_max: float | None = None
         self._mem_max: int | None = None
+        # The current window (an epoch's samples): take_window() reads and restarts it.
+        self._window_count = 0
+        self._window_sum = 0.0
+        self._window_mem: int | None = None
         self._errors = 0
         self._probe()
 
@@ -150,6 +154,9 @@ class GpuMonitor:
             self._util_sum += s.util_percent
             self._util_max = max(self._util_max or 0.0, s.util_percent)
             self._mem_max = max(self._mem_max or 0, s.memory_used_bytes)
+            self._window_count += 1
+            self._window_sum += s.util_percent
+            self._window_mem = max(self._window_mem or 0, s.memory_used_bytes)
         if self.on_sample is not None:
             try:
                 self.on_sample(s)
@@ -196,6 +203,17 @@ class GpuMonitor:
         """The most recent reading, or None."""
         with self._lock:
             return self._latest
+
+    def take_window(self) -> tuple[float | None, int | None]:
+        """Mean utilization (percent) and peak memory (bytes) of the samples
+        taken since the last call, and a new window started: called at the
+        end of each epoch, it gives that epoch's GPU utilization. (None,
+        None) when no sample fell in the window (no GPU, or an epoch shorter
+        than one interval)."""
+        with self._lock:
+            n, total, memory = self._window_count, self._window_sum, self._window_mem
+            self._window_count, self._window_sum, self._window_mem = 0, 0.0, None
+        return (total / n if n else None), (memory if n else None)
 
     def summary(self) -> dict[str, Any]:
         """Mean and max utilization, peak memory and sample count (None values when no samples)."""

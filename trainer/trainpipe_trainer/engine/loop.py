@@ -123,6 +123,7 @@ class Engine:
         on_step: Callable[[int], None] | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
         resume_dir: Path | None = None,
+        gpu_window: Callable[[], tuple[float | None, int | None]] | None = None,
     ) -> None:
         self.config = config
         self.cfg = config.train
@@ -132,6 +133,10 @@ class Engine:
         self.stop = stop or StopSignal()
         self.telemetry = telemetry if ctx.is_main else None
         self.tracker = tracker if ctx.is_main else None  # tracking.job_tracker.JobTracker (rank 0)
+        # Rank 0's GPU monitor (GpuMonitor.take_window): the epoch's mean
+        # utilization and peak memory in its record; None on CPU, where the
+        # record has neither.
+        self.gpu_window = gpu_window if ctx.is_main else None
         self.on_step = on_step
         self.on_epoch = on_epoch
         self.run_dir = Path(config.run_dir)
@@ -411,6 +416,7 @@ class Engine:
         loss_gap = (val_loss - train_loss) / train_loss if train_loss and math.isfinite(train_loss) else math.nan
         skipped = int(train["skipped"] / self.ctx.world_size)  # every rank counts each skip
         metrics = self.task.epoch_metrics(train.state_dict(), val.state_dict())
+        gpu_util, gpu_memory = self.gpu_window() if self.gpu_window is not None else (None, None)
         record = EpochRecord(
             num=epoch + 1,
             train_loss=train_loss,
@@ -422,6 +428,8 @@ class Engine:
             loss_gap=loss_gap,
             skipped_steps=skipped,
             grad_norm_mean=train["grad_norm_sum"] / train["steps"] if train["steps"] else None,
+            gpu_util_mean=gpu_util,
+            gpu_memory_max_bytes=gpu_memory,
             **{k: v for k, v in metrics.items() if k not in ("train_loss", "val_loss")},
         )
         p.history.append(record)

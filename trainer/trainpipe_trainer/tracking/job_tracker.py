@@ -157,7 +157,9 @@ class JobTracker:
             if tracking.wandb is not None:
                 from trainpipe_trainer.tracking.wandb_sink import WandbSink
 
-                tags = {f"trainpipe.{key}": value for key, value in tracking.tags.items()}
+                # The control plane's tags already carry the prefix (trainpipe.phase, ...).
+                tags = {key if key.startswith("trainpipe.") else f"trainpipe.{key}": value
+                        for key, value in tracking.tags.items()}
                 sinks.append(WandbSink(tracking.wandb, Path(config.run_dir), tags, env=environ))
         except Exception:  # noqa: BLE001 - a tracking setup problem never stops training
             log.warning("Tracking: not set up; training continues untracked", exc_info=True)
