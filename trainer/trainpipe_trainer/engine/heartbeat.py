@@ -29,6 +29,7 @@ class HeartbeatWriter:
         self._first_step_at: float | None = None
         self._window: tuple[float, int] | None = None  # (start, samples) since the last write
         self.epoch_seconds: float | None = None
+        self._throughput: float | None = None
         self.writes = 0
 
     def started(self, global_step: int, completed_epochs: int, step_in_epoch: int) -> None:
@@ -58,9 +59,9 @@ class HeartbeatWriter:
         now = self.clock()
         if not force and now - self._last_write < self.every:
             return  # throttled: a beat per step would be a file write per step
-        throughput = None
-        if self._window is not None and now > self._window[0]:
-            throughput = self._window[1] / (now - self._window[0])
+        if self._window is not None and self._window[1] and now > self._window[0]:
+            self._throughput = self._window[1] / (now - self._window[0])
+        throughput = self._throughput  # the last window's, when this one has no step yet
         step_seconds = None
         if self._first_step_at is not None and self._steps_here > 1:
             step_seconds = (now - self._first_step_at) / (self._steps_here - 1)
@@ -72,5 +73,5 @@ class HeartbeatWriter:
         ).write(self.path)
         self._last_write = now
         self.writes += 1
-        if state == "training" and throughput is not None:
+        if self._window is not None and self._window[1]:
             self._window = (now, 0)
