@@ -28,7 +28,7 @@ def read_cluster_status(name: str, namespace: str | None) -> tuple[PipelineStatu
                       "directory, or a pipeline's name with -n NAMESPACE and a kubeconfig")
     from trainpipe_operator.controller.reconcile import read_status
 
-    return read_status(body), ""
+    return read_status(dict(body) if isinstance(body, dict) else {}), ""
 
 
 def progress_lines(status: PipelineStatus) -> list[str]:
