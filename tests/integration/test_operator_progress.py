@@ -80,7 +80,7 @@ def test_progress_in_status_columns_and_cli_and_a_hung_ray_job_restarted_from_it
     assert "PROGRESS" in header and "ETA" in header and "Baseline 1/4" in row, table
     progress = _progress(cluster, name)
     assert progress["epochs"] == 4 and progress["eta"] and progress["pipelineEtaSeconds"] >= progress["jobEtaSeconds"]
-    gauge = f'trainpipe_operator_pipeline_epoch{{namespace="default",pipeline="{name}",phase="Baseline"}} 1.0'
+    gauge = f'trainpipe_operator_pipeline_epoch{{namespace="default",phase="Baseline",pipeline="{name}"}} 1.0'
     assert gauge in operator.metrics()
     shown = subprocess.run([TRAINPIPE, "status", name, "-n", "default"], capture_output=True, text=True,
                            env={**os.environ, "KUBECONFIG": str(cluster.admin)}, timeout=60)
