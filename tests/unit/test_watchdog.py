@@ -131,3 +131,13 @@ def test_trainpipe_status_prints_progress_and_a_stalled_attempt() -> None:
     lines = progress_lines(status)
     assert lines[0].startswith("progress: Baseline 3/10, step 120, 512.0 samples/s, job ETA 2m42s, pipeline ETA ")
     assert lines[1] == "job: p-a2 RUNNING attempt 2 (Stalled: attempt 1: Baseline job p-a1 stalled)"
+
+
+def test_the_status_patch_deletes_what_the_new_status_no_longer_has() -> None:
+    from trainpipe_operator.controller.status_patch import merge_patch
+
+    old = {"phase": "Baseline", "progress": {"summary": "Baseline 1/4"},
+           "job": {"submissionId": "a1", "reason": "Stalled", "attempt": 1}}
+    new = {"phase": "Succeeded", "job": {"submissionId": "f1", "attempt": 1}}
+    assert merge_patch(old, new) == {"phase": "Succeeded", "progress": None,
+                                     "job": {"submissionId": "f1", "attempt": 1, "reason": None}}
