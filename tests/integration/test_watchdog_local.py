@@ -72,7 +72,7 @@ def test_a_job_that_stalls_on_its_last_attempt_fails_the_phase_saying_so(tmp_pat
     run_dir = tmp_path / "run"
     result = run_stalling(stalling_manifest(tmp_path, marker, runtime={"type": "local", "maxAttempts": 1}), run_dir)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "the Baseline job stalled on each of its last attempts, up to spec.runtime.maxAttempts (1)" in result.stderr
+    assert "the Baseline job stalled on attempt 1, the last of spec.runtime.maxAttempts (1)" in result.stderr
     status = state(run_dir)
     assert status.phase == "Baseline" and status.job.state == "STALLED" and status.job.reason == "Stalled"
     assert status.job.attempt == 1 and not (run_dir / "03_diagnostics").exists()

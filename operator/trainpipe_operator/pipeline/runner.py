@@ -54,7 +54,7 @@ from trainpipe_operator.pipeline import job_progress, machine, rundir
 from trainpipe_operator.pipeline.jobs import baseline_settings, build_job
 from trainpipe_operator.pipeline.launchers import INTERRUPTED, JobOutcome, JobPending, Launcher
 from trainpipe_operator.pipeline.progress import Progress
-from trainpipe_operator.pipeline.watchdog import JobWatch, Stall
+from trainpipe_operator.pipeline.watchdog import AttemptLog, JobWatch, Stall
 from trainpipe_operator.reports.finalization import (
     render_deployment_guide,
     render_performance_ceiling,
@@ -602,7 +602,7 @@ class LocalRunner:
             log.debug("%s job attempt %d ended with code %d and no verdict: the next attempt", phase, attempt, code)
         if status.job.state == "STALLED":
             raise JobFailedToStart(
-                f"the {phase} job stalled on each of its last attempts, up to spec.runtime.maxAttempts ({attempts}): "
+                f"the {phase} job stalled on attempt {status.job.attempt}, the last of spec.runtime.maxAttempts ({attempts}): "
                 f"{status.job.message}; the job's log is {out / 'job_output.log'}; raise "
                 "spec.gates.stallTimeout if its steps are only slow")
         if not path.exists():
@@ -635,8 +635,6 @@ class LocalRunner:
     def _attempt_fields(self, out: Path, submission: str, attempt: int) -> dict[str, Any]:
         """A train attempt's submission time (the watchdog's log), and
         ``Stalled`` when the attempt before it was declared hung."""
-        from trainpipe_operator.pipeline.watchdog import AttemptLog
-
         log_ = AttemptLog(out)
         started = datetime.fromtimestamp(log_.started_at(submission, time.time()), timezone.utc)
         previous = submission.rsplit("-a", 1)[0] + f"-a{attempt - 1}" if attempt > 1 else None
