@@ -96,9 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set_option(validate)
     validate.set_defaults(func=lambda a: commands.validate(a.pipeline, a.set))
 
-    status = sub.add_parser("status", help="phase, gates with their checks, decisions and artifacts of a run")
-    status.add_argument("run_dir", type=Path)
-    status.set_defaults(func=lambda a: commands.show_status(a.run_dir))
+    status = sub.add_parser("status", help=("phase, progress and ETA, gates with their checks, decisions and "
+                                            "artifacts of a run directory, or of a TrainingPipeline in the cluster"))
+    status.add_argument("run_dir", type=Path, metavar="RUN_DIR|NAME",
+                        help="a run directory, or the name of a TrainingPipeline (with -n, or no such folder)")
+    status.add_argument("-n", "--namespace", help="the TrainingPipeline's namespace (default: the kubeconfig's)")
+    status.set_defaults(func=lambda a: commands.show_status(a.run_dir, a.namespace))
 
     approve = sub.add_parser("approve", help="approve a run waiting in AwaitingApproval")
     approve.add_argument("run_dir", type=Path)

@@ -350,7 +350,9 @@ def test_the_dashboard_covers_what_a_platform_team_watches() -> None:
     for metric in ("trainpipe_operator_pipelines", "trainpipe_operator_gate_results_total",
                    "trainpipe_operator_phase_duration_seconds_bucket", "trainpipe_train_loss", "trainpipe_val_accuracy",
                    "trainpipe_gpu_utilization_percent", "trainpipe_train_samples_total",
-                   "trainpipe_operator_job_resubmissions_total", "trainpipe_resumes_total"):
+                   "trainpipe_operator_job_resubmissions_total", "trainpipe_resumes_total",
+                   "trainpipe_operator_pipeline_eta_seconds", "trainpipe_operator_pipeline_epoch",
+                   "trainpipe_operator_job_stalls_total"):
         assert metric in queries, metric
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
@@ -387,7 +389,7 @@ def rules_file(tmp_path: Path) -> Path:
 def test_the_rendered_alert_rules_pass_promtool_check(rules_file: Path) -> None:
     result = subprocess.run([promtool(), "check", "rules", str(rules_file)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 5 rules found" in result.stdout
+    assert "SUCCESS: 6 rules found" in result.stdout
 
 
 def test_the_alerts_fire_when_they_should_and_only_then(rules_file: Path, tmp_path: Path) -> None:
@@ -416,6 +418,7 @@ def test_every_operator_series_the_alerts_read_exists_before_the_first_event() -
     for needle in ("trainpipe_operator_reconcile_errors_total[('kind', 'other')]",
                    "trainpipe_operator_job_resubmissions_total[('runtime', 'rayjob')]",
                    "trainpipe_operator_gate_results_total[('gate', 'baseline'), ('result', 'failed')]",
+                   "trainpipe_operator_job_stalls_total[('runtime', 'ray')]",
                    "trainpipe_operator_phase_duration_seconds_count[('phase', 'Baseline')]"):
         assert needle in samples, needle
 

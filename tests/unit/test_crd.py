@@ -22,6 +22,7 @@ from trainpipe_operator.spec.status import (
     Decision,
     GateStatus,
     PipelineStatus,
+    ProgressStatus,
     RunResult,
 )
 
@@ -114,7 +115,9 @@ def test_names_scope_and_version(crd: dict[str, Any], version: dict[str, Any]) -
 def test_printer_columns(version: dict[str, Any]) -> None:
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     assert [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")] == [
-        "Phase", "Gate", "TargetMetric", "Metric", "Target", "Iteration", "Age"]
+        "Phase", "Gate", "TargetMetric", "Metric", "Target", "Iteration", "Progress", "ETA", "Age"]
+    assert columns["Progress"]["jsonPath"] == ".status.progress.summary"  # e.g. Baseline 12/20
+    assert columns["ETA"]["jsonPath"] == ".status.progress.eta"
     assert columns["Phase"]["jsonPath"] == ".status.phase"
     assert columns["Gate"]["jsonPath"] == ".status.lastGate"
     assert columns["TargetMetric"]["jsonPath"] == ".status.metrics.targetMetric"  # by name, any task
@@ -167,6 +170,9 @@ def _sample_status() -> PipelineStatus:
     )
     status.metrics.best_target_metric = 0.91
     status.metrics.target_metric = "val_acc"
+    status.progress = ProgressStatus(phase="Optimization", summary="Optimization 12/20", epoch=12, epochs=20,
+                                     step=480, pipeline_eta_seconds=3900, eta="1h5m",
+                                     updated_at="2024-01-01T00:00:00+00:00")
     return status
 
 
@@ -181,6 +187,8 @@ def test_printer_columns_resolve_on_a_status(version: dict[str, Any]) -> None:
         "TargetMetric": ["val_acc"],
         "Metric": [0.91],
         "Target": [0.95],
+        "Progress": ["Optimization 12/20"],
+        "ETA": ["1h5m"],
         "Iteration": [1],
         "Age": ["2024-01-01T00:00:00Z"],
         "Message": ["target not met; optimizing"],

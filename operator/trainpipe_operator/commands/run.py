@@ -120,12 +120,26 @@ def run(path: Path, run_dir: Path | None, fresh: bool, quiet: bool = False,
     return EXIT_OK if status.phase in ("Succeeded", "AwaitingApproval") else EXIT_FAILED
 
 
-def show_status(run_dir: Path) -> int:
-    status = rundir.load_state(run_dir)
+def show_status(run_dir: Path, namespace: str | None = None) -> int:
+    """A run directory's state, or (``namespace`` given, or no such folder)
+    the cluster's TrainingPipeline of that name: the same lines either way."""
+    if namespace is not None or not run_dir.exists():
+        from trainpipe_operator.commands.cluster_status import read_cluster_status
+
+        status, problem = read_cluster_status(str(run_dir), namespace)
+        if status is None:
+            print(problem, file=sys.stderr)
+            return EXIT_INVALID
+    else:
+        status = rundir.load_state(run_dir)
     if status is None:
         print(f"{run_dir}: no state.json: not a trainpipe run directory (or not started)", file=sys.stderr)
         return EXIT_INVALID
     print(f"phase: {status.phase}  iteration: {status.iteration}  {status.message}")
+    from trainpipe_operator.commands.cluster_status import progress_lines
+
+    for line in progress_lines(status):
+        print(line)
     for key, gate in status.gates.items():
         print(f"gate {key}: {'passed' if gate.passed else 'FAILED'}")
         for c in gate.checks:

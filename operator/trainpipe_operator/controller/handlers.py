@@ -22,6 +22,7 @@ from trainpipe_operator.controller.reconcile import (
     phase_entered_at,
     read_status,
 )
+from trainpipe_operator.controller.status_patch import merge_patch
 from trainpipe_operator.pipeline import machine
 
 GROUP, VERSION, PLURAL = "trainpipe.io", "v1alpha1", "trainingpipelines"
@@ -43,8 +44,9 @@ def _apply(result: TickResult, body: Any, patch: kopf.Patch) -> None:
     status = result.status.model_dump(mode="json", by_alias=True, exclude_none=True)
     # An unchanged status is not written: every write is a new resourceVersion
     # and a watch event for every client, once per pipeline per poll.
-    if status != dict(body.get("status") or {}):
-        patch.status.update(status)
+    stored = dict(body.get("status") or {})
+    if status != stored:
+        patch.status.update(merge_patch(stored, status))  # what is gone becomes null
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 

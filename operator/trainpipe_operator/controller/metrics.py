@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -51,6 +52,21 @@ class OperatorMetrics:
             "trainpipe_operator_pipeline_phase_entered_timestamp_seconds",
             "Unix time each pipeline entered the phase it is in (one series per pipeline).",
             ["namespace", "pipeline", "phase"], registry=r)
+        self.job_stalls = Counter(
+            "trainpipe_operator_job_stalls_total",
+            "Training jobs declared hung (no heartbeat for spec.gates.stallTimeout), stopped and resubmitted.",
+            ["runtime"], registry=r)
+        self.pipeline_eta = Gauge(
+            "trainpipe_operator_pipeline_eta_seconds",
+            "Seconds a running pipeline may still need (status.progress.pipelineEtaSeconds, an upper bound).",
+            ["namespace", "pipeline"], registry=r)
+        self.pipeline_epoch = Gauge(
+            "trainpipe_operator_pipeline_epoch", "Epochs the running job of a pipeline has completed.",
+            ["namespace", "pipeline", "phase"], registry=r)
+        self.pipeline_epochs = Gauge(
+            "trainpipe_operator_pipeline_epochs", "Epochs the running job of a pipeline trains.",
+            ["namespace", "pipeline", "phase"], registry=r)
+        self._progress_of: dict[str, str] = {}  # key -> the phase its epoch series carries
         self._phase_of: dict[str, str] = {}
         self._lock = threading.Lock()
         # Every known label value exists at 0 from the start, so that rate(),
@@ -66,6 +82,7 @@ class OperatorMetrics:
         for runtime in RUNTIMES:
             self.submissions.labels(runtime)
             self.resubmissions.labels(runtime)
+            self.job_stalls.labels(runtime)
 
     def set_phase(self, key: str, phase: str | None, since: float | None = None) -> None:
         """Track one pipeline's phase (None: it is gone); ``key`` is
@@ -77,6 +94,7 @@ class OperatorMetrics:
                 self.phase_entered.remove(namespace, name, old)
             if phase is None:
                 self._phase_of.pop(key, None)
+                self._drop_progress(key)
             else:
                 self._phase_of[key] = phase
                 if old != phase or since is not None:
@@ -86,6 +104,34 @@ class OperatorMetrics:
                 counts[value] = counts.get(value, 0) + 1
             for p, n in counts.items():
                 self.pipelines.labels(p).set(n)
+
+    def set_progress(self, key: str, phase: str | None, epoch: int = 0, epochs: int = 0,
+                     eta_seconds: float | None = None) -> None:
+        """One pipeline's running job (status.progress); ``phase`` None: none runs."""
+        namespace, _, name = key.partition("/")
+        with self._lock:
+            if phase is None or self._progress_of.get(key) != phase:
+                self._drop_progress(key)
+            if phase is None:
+                return
+            self._progress_of[key] = phase
+            self.pipeline_epoch.labels(namespace, name, phase).set(epoch)
+            self.pipeline_epochs.labels(namespace, name, phase).set(epochs)
+            if eta_seconds is not None:
+                self.pipeline_eta.labels(namespace, name).set(eta_seconds)
+
+    def _drop_progress(self, key: str) -> None:
+        namespace, _, name = key.partition("/")
+        old = self._progress_of.pop(key, None)
+        if old is not None:
+            for gauge in (self.pipeline_epoch, self.pipeline_epochs):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(namespace, name, old)
+            with contextlib.suppress(KeyError):
+                self.pipeline_eta.remove(namespace, name)
+
+    def stalled(self, runtime: str) -> None:
+        self.job_stalls.labels(runtime).inc()
 
     def gate_evaluated(self, gate: str, passed: bool) -> None:
         self.gate_results.labels(gate, "passed" if passed else "failed").inc()

@@ -38,6 +38,8 @@ def rayjob_name(submission_id: str) -> str:
 class RayJobLauncher:
     """Never blocks: a job that is not finished raises ``JobPending``."""
 
+    wait = False  # the runner's watchdog checks on JobPending, not from a thread
+
     def __init__(self, api: Any, namespace: str, owner: dict[str, str], image: str, resources: ResourcesSpec,
                  claim: str, artifact_root: Path, on_submit: Callable[[str], None] | None = None,
                  metrics_port: int | None = None, sub_path: str | None = None,

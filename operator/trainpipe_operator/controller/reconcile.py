@@ -24,6 +24,7 @@ from trainpipe_operator.admission.approval import ApprovalKey, verified_approval
 from trainpipe_operator.controller.conditions import build_conditions
 from trainpipe_operator.controller.metrics import METRICS, OperatorMetrics
 from trainpipe_operator.controller.settings import OperatorSettings
+from trainpipe_operator.controller.watchdog import watchdog_events
 from trainpipe_operator.gates.inputs import GpuMeasurement
 from trainpipe_operator.pipeline import machine, rundir
 from trainpipe_operator.pipeline.launchers import JobPending, Launcher, RayJobLauncher
@@ -134,6 +135,7 @@ class Reconciler:
         status.conditions = build_conditions(status, pipeline.metadata.generation, now)
         events = self._events(before, status)
         self._count(before, status, f"{namespace}/{name}")
+        events += watchdog_events(runner, status, self.metrics, f"{namespace}/{name}")
         return TickResult(status, events, waiting)
 
     # --------------------------------------------------------------- pieces

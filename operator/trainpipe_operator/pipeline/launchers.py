@@ -15,6 +15,7 @@ The control plane never imports torch: both run the trainer elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -79,6 +80,11 @@ def entrypoint_gpus(job_file: Path) -> float:
 class ProcessLauncher:
     """A child process per job; its output goes to ``<run_dir>/job_output.log``."""
 
+    STOP_GRACE_SECONDS = 15.0
+
+    def __init__(self) -> None:
+        self._running: dict[str, subprocess.Popen] = {}
+
     def run(self, job_file: Path, run_dir: Path, submission_id: str) -> JobOutcome:
         run_dir.mkdir(parents=True, exist_ok=True)
         output = run_dir / "job_output.log"
@@ -86,13 +92,51 @@ class ProcessLauncher:
             sink.write(f"--- {submission_id}: {' '.join(trainer_command(job_file))}\n")
             sink.flush()
             proc = subprocess.Popen(trainer_command(job_file), stdout=sink, stderr=subprocess.STDOUT)
+            self._running[submission_id] = proc
             try:
                 code = proc.wait()
             except KeyboardInterrupt:
                 # The child got the same SIGINT (same process group): it
                 # checkpoints at the next step boundary and exits 75.
                 code = _wait_after_interrupt(proc)
+            finally:
+                self._running.pop(submission_id, None)
         return JobOutcome(exit_code=code, submission_id=submission_id, output_path=output)
+
+    def stop(self, submission_id: str) -> bool:
+        """Stop a running job (the watchdog's, from another thread): SIGTERM
+        (it checkpoints at the next step boundary, if it reaches one), then,
+        a hung job that does not end, SIGKILL to it and the ranks it started."""
+        proc = self._running.get(submission_id)
+        if proc is None or proc.poll() is not None:
+            return False
+        children = _children(proc.pid)
+        proc.terminate()
+        try:
+            proc.wait(timeout=self.STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            for pid in [proc.pid, *children]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        return True
+
+
+def _children(pid: int) -> list[int]:
+    """The process's descendants (DDP ranks), from /proc; none where there is no /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        kids = [child for child, parent in parents.items() if parent == current]
+        found += kids
+        frontier += kids
+    return found
 
 
 def _wait_after_interrupt(proc: subprocess.Popen) -> int:

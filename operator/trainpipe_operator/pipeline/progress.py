@@ -27,6 +27,11 @@ class Progress:
         if self.enabled:
             print(text, file=self.stream, flush=True)
 
+    def line(self, text: str) -> None:
+        if self.tty:
+            print(file=self.stream, flush=True)  # off the epoch bar's line
+        self._line(text)
+
     def phase(self, name: str, iteration: int) -> None:
         suffix = f" (iteration {iteration})" if iteration else ""
         self._line(f"==> {name}{suffix}")

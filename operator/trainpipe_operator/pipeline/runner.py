@@ -10,7 +10,9 @@ phase is redone, and its training job resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -48,10 +50,11 @@ from trainpipe_operator.gates.finalization import (
 from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles, files_present
 from trainpipe_operator.gates.optimization import evaluate_optimization
 from trainpipe_operator.gates.planning import evaluate_planning
-from trainpipe_operator.pipeline import machine, rundir
+from trainpipe_operator.pipeline import job_progress, machine, rundir
 from trainpipe_operator.pipeline.jobs import baseline_settings, build_job
-from trainpipe_operator.pipeline.launchers import Launcher
+from trainpipe_operator.pipeline.launchers import INTERRUPTED, JobOutcome, JobPending, Launcher
 from trainpipe_operator.pipeline.progress import Progress
+from trainpipe_operator.pipeline.watchdog import AttemptLog, JobWatch, Stall
 from trainpipe_operator.reports.finalization import (
     render_deployment_guide,
     render_performance_ceiling,
@@ -114,6 +117,8 @@ class LocalRunner:
         # spec.tracking: MLflow runs, gate records, the registry (None: off).
         # Its calls are guarded: tracking never decides a gate, never raises.
         self.tracker = tracker_for(pipeline, self.run_dir, tracking_credentials)
+        # Hangs the watchdog declared during this advance (the operator posts an Event each).
+        self.stalls: list[Stall] = []
 
     # ------------------------------------------------------------------ loop
     def run(self) -> PipelineStatus:
@@ -148,6 +153,8 @@ class LocalRunner:
                 handlers[status.phase](status)
             if self.tracker is not None:  # the parent run, the registration, the end of the run
                 self.tracker.sync(status)
+            if status.phase in machine.TERMINAL:
+                status.progress = None  # no job runs any more
             self._save(status)
         return status
 
@@ -541,16 +548,34 @@ class LocalRunner:
                                                  new_attempt=new_submission and job.action == "train")
             job = job.model_copy(update={"tracking": tracking})
         rundir.write_text(job_file, job.to_yaml())
+        watch = self._job_watch(status, phase, out, submission) if job.action == "train" else None
         if new_submission:
-            status.job = JobStatus(submission_id=submission, phase=phase, state="RUNNING", attempt=attempt)
+            status.job = JobStatus(submission_id=submission, phase=phase, state="RUNNING", attempt=attempt,
+                                   **(self._attempt_fields(out, submission, attempt) if watch else {}))
             self._save(status)
-        with self.progress.watch(phase, out, job.train.epochs if job.action == "train" else None,
-                                 metric=self.tracked.name):
-            outcome = self.launcher.run(job_file, out, submission)
+        if watch is not None and watch.stalled is not None:
+            # Declared hung and stopped: never attached to again (a KubeRay
+            # job's stop deletes it); the next attempt resumes from the checkpoint.
+            outcome = JobOutcome(INTERRUPTED, submission, out / "job_output.log", watch.stalled["message"])
+        else:
+            with self.progress.watch(phase, out, job.train.epochs if job.action == "train" else None,
+                                     metric=self.tracked.name), \
+                    (watch.guard(getattr(self.launcher, "wait", True)) if watch else contextlib.nullcontext()):
+                try:
+                    outcome = self.launcher.run(job_file, out, submission)
+                except JobPending:
+                    if watch is not None:  # still running: its progress, and is it hung?
+                        watch.check()
+                    raise
         if self.tracker is not None:  # a job that could not reach its server: TrackingDegraded
             self.tracker.job_ended(status, folder, job)
         status.job.exit_code = outcome.exit_code
         status.job.message = outcome.message
+        if watch is not None and watch.stalled is not None:
+            status.job.state, status.job.reason = "STALLED", "Stalled"
+            status.job.message = watch.stalled["message"]
+            self._save(status)
+            return outcome.exit_code
         if outcome.interrupted:
             status.job.state = "INTERRUPTED"
             self._save(status)
@@ -567,11 +592,19 @@ class LocalRunner:
         the next attempt, resuming from its last checkpoint, up to
         ``spec.runtime.maxAttempts`` submissions."""
         path = out / "evidence.json"
-        for attempt in range(1, self.spec.runtime.max_attempts + 1):
+        attempts = self.spec.runtime.max_attempts
+        for attempt in range(1, attempts + 1):
             code = self._run_job(status, phase, job, out, attempt=attempt)
+            if status.job.state == "STALLED":
+                continue  # hung: the next attempt resumes from its last checkpoint
             if code in (0, 1) and path.exists() and Evidence.read(path).status != "interrupted":
                 break  # completed, or failed with the reason in its evidence
             log.debug("%s job attempt %d ended with code %d and no verdict: the next attempt", phase, attempt, code)
+        if status.job.state == "STALLED":
+            raise JobFailedToStart(
+                f"the {phase} job stalled on attempt {status.job.attempt}, the last of spec.runtime.maxAttempts ({attempts}): "
+                f"{status.job.message}; the job's log is {out / 'job_output.log'}; raise "
+                "spec.gates.stallTimeout if its steps are only slow")
         if not path.exists():
             raise JobFailedToStart(
                 f"the {phase} job left no evidence.json in {out} after {self.spec.runtime.max_attempts} "
@@ -579,6 +612,38 @@ class LocalRunner:
         evidence = Evidence.read(path)
         status.job.resumed_from_epoch = evidence.resumed_from_epoch
         return evidence
+
+    # ------------------------------------------------- progress and watchdog
+    def _job_watch(self, status: PipelineStatus, phase: str, out: Path, submission: str) -> JobWatch:
+        blocking = bool(getattr(self.launcher, "wait", True))
+        rerun = out.name == "reproducibility"
+
+        def on_beat(beat: Any) -> None:
+            now = time.time()
+            if job_progress.due(status.progress, beat, phase, now):
+                status.progress = job_progress.build(beat, phase, self.spec, status, now, rerun=rerun)
+                if blocking:  # `trainpipe status` reads state.json while the job runs
+                    self._save(status)
+
+        def on_stall(stall: Stall) -> None:
+            self.stalls.append(stall)
+            self.progress.line(f"    {stall.message}")
+
+        return JobWatch(out, phase, submission, self.spec.gates.stall_seconds, on_beat,
+                        getattr(self.launcher, "stop", None), on_stall)
+
+    def _attempt_fields(self, out: Path, submission: str, attempt: int) -> dict[str, Any]:
+        """A train attempt's submission time (the watchdog's log), and
+        ``Stalled`` when the attempt before it was declared hung."""
+        log_ = AttemptLog(out)
+        started = datetime.fromtimestamp(log_.started_at(submission, time.time()), timezone.utc)
+        previous = submission.rsplit("-a", 1)[0] + f"-a{attempt - 1}" if attempt > 1 else None
+        stalled = log_.stall(previous) if previous else None
+        fields: dict[str, Any] = {"started_at": started.isoformat(timespec="seconds")}
+        if stalled is not None:
+            fields["reason"] = "Stalled"
+            fields["message"] = f"attempt {attempt - 1}: {stalled['message']}"
+        return fields
 
     def _files(self, out: Path, rel: str, report_name: str, evidence: Evidence | None = None) -> RunFiles:
         """What the gates read from a phase folder. ``existing_files``: which of

@@ -58,6 +58,8 @@ DURATION_PATTERN = r"^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_REGISTERED_MODEL_NAME = 256
+STALL_TIMEOUT_DEFAULT = "5m"
+STALL_TIMEOUT_MIN, STALL_TIMEOUT_MAX = 5.0, 24 * 3600.0
 _DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
@@ -350,6 +352,27 @@ class GatesSpec(CamelModel):
         default_factory=GpuUtilizationGateSpec,
         description="the gpu-utilization check: enabled (default true), or off with a reason",
     )
+    stall_timeout: str = Field(
+        STALL_TIMEOUT_DEFAULT, pattern=DURATION_PATTERN,
+        description=("a running training job whose heartbeat has not moved for this long (5s to 24h; never less "
+                     "than 10 of its measured steps) is declared hung: stopped and resubmitted from its last "
+                     "checkpoint as the next attempt (runtime.maxAttempts)"),
+    )
+
+    @field_validator("stall_timeout", mode="before")
+    @classmethod
+    def _stall_range(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            seconds = parse_duration(value)
+            if not STALL_TIMEOUT_MIN <= seconds <= STALL_TIMEOUT_MAX:
+                raise ValueError(f"{value!r} is outside the allowed range 5s to 24h for spec.gates.stallTimeout; "
+                                 "give the longest time a healthy job may go without completing a step or a "
+                                 "validation batch, with a margin (default 5m)")
+        return value
+
+    @property
+    def stall_seconds(self) -> float:
+        return parse_duration(self.stall_timeout)
 
     @model_validator(mode="after")
     def _warn_below_min(self) -> GatesSpec:

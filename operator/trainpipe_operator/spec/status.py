@@ -57,6 +57,28 @@ class JobStatus(CamelModel):
     resumed_from_epoch: int | None = None
     exit_code: int | None = None
     message: str = ""
+    started_at: str | None = Field(default=None, description="when this attempt was submitted")
+    reason: str | None = Field(
+        default=None, description="why an earlier attempt of this job ended early: Stalled (the watchdog stopped it)")
+
+
+class ProgressStatus(CamelModel):
+    """Where the running job stands (its heartbeat) and how long the
+    pipeline may still take; updated at most every few seconds (see
+    ``pipeline/job_progress.py`` for how the ETA is estimated)."""
+
+    phase: str = Field(..., description="the phase whose job this is")
+    summary: str = Field(..., description="the phase and epoch, e.g. Baseline 12/20 (the Progress column)")
+    epoch: int = Field(0, description="epochs completed")
+    epochs: int = Field(0, description="epochs the job trains")
+    step: int = Field(0, description="optimizer steps completed")
+    samples_per_second: float | None = None
+    job_eta_seconds: int | None = Field(default=None, description="seconds the running job still needs, estimated")
+    pipeline_eta_seconds: int | None = Field(
+        default=None, description="seconds the pipeline may still need: this job and the phases left (an upper bound)")
+    eta: str | None = Field(default=None, description="pipelineEtaSeconds as a duration, e.g. 1h5m (the ETA column)")
+    heartbeat_at: str | None = Field(default=None, description="the job's last heartbeat")
+    updated_at: str = Field(..., description="when this progress was read")
 
 
 class MetricsStatus(CamelModel):
@@ -168,3 +190,4 @@ class PipelineStatus(CamelModel):
     artifacts: dict[str, str] = Field(default_factory=dict)
     approval: ApprovalStatus | None = None
     tracking: TrackingStatus | None = Field(default=None, description="experiment tracking (spec.tracking)")
+    progress: ProgressStatus | None = Field(default=None, description="the running job's progress and the ETA")

@@ -40,6 +40,7 @@ from trainpipe_trainer.engine.distributed import (
     any_rank,
     barrier,
 )
+from trainpipe_trainer.engine.heartbeat import HeartbeatWriter
 from trainpipe_trainer.engine.nan_guard import NonFiniteGuard
 from trainpipe_trainer.engine.optim import build_optimizer, build_scheduler
 from trainpipe_trainer.engine.precision import resolve_precision
@@ -176,6 +177,8 @@ class Engine:
         self.resumed_from: tuple[int, int] | None = None  # (completed epochs, batches done)
         self.checkpoint_seconds: list[float] = []
         self.last_grad_norm: float | None = None
+        # heartbeat.json (rank 0): progress for the status, liveness for the watchdog.
+        self.heartbeat = HeartbeatWriter(self.run_dir, self.cfg.epochs, self.steps_per_epoch) if ctx.is_main else None
 
     # ------------------------------------------------------------------ setup
     def _loader(self, dataset: Dataset, sampler: Any) -> DataLoader:
@@ -206,6 +209,8 @@ class Engine:
         self._resume()
         status = "completed"
         p = self.progress
+        if self.heartbeat:
+            self.heartbeat.started(p.global_step, p.completed_epochs, self._steps_in_epoch())
         for epoch in range(p.completed_epochs, self.cfg.epochs):
             started = time.perf_counter()
             train = self._train_epoch(epoch)
@@ -225,6 +230,8 @@ class Engine:
             p.completed_epochs, p.batches_done = epoch + 1, 0
             p.epoch_sums, p.epoch_seconds_before = EpochSums(), 0.0
             self._save_epoch_checkpoints(epoch + 1, record, improved)
+            if self.heartbeat:
+                self.heartbeat.epoch_end(p.global_step, p.completed_epochs, seconds)
             if self.tracker:
                 self.tracker.on_epoch(record, p.previews)
             if self.on_epoch:
@@ -242,6 +249,8 @@ class Engine:
                 status = "early_stopped"
                 break
         barrier(self.ctx)
+        if self.heartbeat:
+            self.heartbeat.finished(p.global_step, p.completed_epochs)
         log.info("Training complete: %d epochs, best val_loss %.4f at epoch %s", p.completed_epochs, p.best_val_loss, p.best_epoch)
         return status
 
@@ -337,6 +346,8 @@ class Engine:
                     loss_value, self.optimizer.param_groups[0]["lr"], self.last_grad_norm,
                     world_samples / max(now - step_start, 1e-9), world_samples, metrics=out.step_metrics,
                 )
+            if self.heartbeat:
+                self.heartbeat.step(p.global_step, epoch, self._steps_in_epoch(), step_samples * self.ctx.world_size)
             if self.tracker:
                 self.tracker.on_step(p.global_step, loss_value, self.optimizer.param_groups[0]["lr"],
                                      self.last_grad_norm, out.step_metrics)
@@ -351,6 +362,10 @@ class Engine:
                 self._save_interrupt_checkpoint(epoch)
                 raise TrainingInterrupted(self.stop.reason or "stop requested", epoch, micro)
         return p.epoch_sums
+
+    def _steps_in_epoch(self) -> int:
+        """Optimizer steps done in the epoch in progress."""
+        return math.ceil(self.progress.batches_done / self.cfg.grad_accum_steps)
 
     def _optimizer_step(self, epoch: int, micro: int, loss_value: float, nonfinite: bool) -> None:
         p = self.progress
@@ -402,6 +417,9 @@ class Engine:
             with self.precision.autocast():
                 batch_sums, count = self.task.validation_step(self.raw_model, batch)
             sums.add({**batch_sums, "count": count})
+            if self.heartbeat:  # a long validation is progress too
+                p = self.progress
+                self.heartbeat.validating(p.global_step, p.completed_epochs, self._steps_in_epoch())
         sums = EpochSums(all_reduce_sums(sums.state_dict(), self.ctx))
         self.task.validation_end(self.ctx)
         return sums

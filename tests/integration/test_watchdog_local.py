@@ -1,0 +1,78 @@
+"""The hang watchdog on `trainpipe run` (the operator drives the same phase
+machine): a training job whose data loader blocks after some steps, on its
+first attempt only, is declared hung once its heartbeat has not moved for
+spec.gates.stallTimeout, stopped, resubmitted from its last checkpoint as
+attempt 2, and the pipeline completes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.local_tasks import REPO, run, state
+from trainpipe_trainer.contract.evidence import Evidence
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STALL_TASK = Path(__file__).parent / "stall_task"
+
+
+def stalling_manifest(tmp_path: Path, marker: Path, **spec_extra: object) -> Path:
+    manifest = yaml.safe_load((REPO / "examples" / "custom-task" / "pipeline.yaml").read_text())
+    spec = manifest["spec"]
+    spec["customTask"]["entrypoint"] = "stalling_task:StallingRegression"
+    # ~280 training rows an epoch: the first attempt hangs in epoch 2, after epoch 1's checkpoint.
+    spec["customTask"]["options"] = {"hidden": 32, "stallAfter": 400, "stallMarker": str(marker)}
+    spec["data"]["source"] = str(REPO / "examples" / "custom-task" / "regression.csv")
+    spec["gates"] = {"stallTimeout": "10s"}
+    spec["baseline"]["epochs"] = 3
+    spec["finalization"] = {"epochs": 2, "patience": 1, "export": ["torchscript"]}
+    spec.update(spec_extra)
+    path = tmp_path / "stall.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    return path
+
+
+def run_stalling(path: Path, run_dir: Path):  # type: ignore[no-untyped-def]
+    pythonpath = os.pathsep.join(filter(None, [str(STALL_TASK), os.environ.get("PYTHONPATH")]))
+    return run(path, run_dir, env={"PYTHONPATH": pythonpath}, timeout=600)
+
+
+def test_a_hung_job_is_stopped_resubmitted_from_its_checkpoint_and_the_pipeline_completes(tmp_path: Path) -> None:
+    marker = tmp_path / "stalled-once"
+    run_dir = tmp_path / "run"
+
+    result = run_stalling(stalling_manifest(tmp_path, marker), run_dir)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert marker.exists()  # the first attempt did hang
+    status = state(run_dir)
+    assert status.phase == "Succeeded", status.message
+    baseline = run_dir / "02_baseline"
+    attempts = json.loads((baseline / "watchdog.json").read_text())
+    first = next(s for s in attempts if s.endswith("-train-a1"))
+    second = next(s for s in attempts if s.endswith("-train-a2"))
+    stall = attempts[first]["stall"]
+    assert stall["silentSeconds"] > 10 and stall["completedEpochs"] == 1, stall
+    assert "stall" not in attempts[second]
+    output = (baseline / "job_output.log").read_text()
+    assert f"--- {first}:" in output and f"--- {second}:" in output
+    evidence = Evidence.read(baseline / "evidence.json")
+    assert evidence.status == "completed" and evidence.resumed_from_epoch == 1  # from epoch 1's checkpoint
+    assert [e.num for e in evidence.epochs] == [1, 2, 3]
+    assert "stalled: no heartbeat for" in result.stderr  # said while it ran
+
+
+def test_a_job_that_stalls_on_its_last_attempt_fails_the_phase_saying_so(tmp_path: Path) -> None:
+    marker = tmp_path / "stalled-once"
+    run_dir = tmp_path / "run"
+    result = run_stalling(stalling_manifest(tmp_path, marker, runtime={"type": "local", "maxAttempts": 1}), run_dir)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "the Baseline job stalled on attempt 1, the last of spec.runtime.maxAttempts (1)" in result.stderr
+    status = state(run_dir)
+    assert status.phase == "Baseline" and status.job.state == "STALLED" and status.job.reason == "Stalled"
+    assert status.job.attempt == 1 and not (run_dir / "03_diagnostics").exists()
