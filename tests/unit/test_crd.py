@@ -114,7 +114,7 @@ def test_names_scope_and_version(crd: dict[str, Any], version: dict[str, Any]) -
 def test_printer_columns(version: dict[str, Any]) -> None:
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     assert [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")] == [
-        "Phase", "Gate", "TargetMetric", "Metric", "Target", "Iteration", "Age"]
+        "Phase", "Gate", "TargetMetric", "Metric", "Target", "Iteration", "Suspended", "Age"]
     assert columns["Phase"]["jsonPath"] == ".status.phase"
     assert columns["Gate"]["jsonPath"] == ".status.lastGate"
     assert columns["TargetMetric"]["jsonPath"] == ".status.metrics.targetMetric"  # by name, any task

@@ -22,6 +22,7 @@ from trainpipe_operator.controller.reconcile import (
     phase_entered_at,
     read_status,
 )
+from trainpipe_operator.lifecycle import ttl
 from trainpipe_operator.pipeline import machine
 
 GROUP, VERSION, PLURAL = "trainpipe.io", "v1alpha1", "trainingpipelines"
@@ -90,15 +91,17 @@ async def start(body: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) 
                       phase_entered_at(read_status(dict(body))))
 
 
-def running(status: Any, **_: Any) -> bool:
+def running(status: Any, spec: Any = None, **_: Any) -> bool:
     """The poll timer's filter: kopf stops the timer of a finished pipeline
-    (one whose tracking is still owed something keeps it, to send that)."""
+    (one whose tracking is still owed something keeps it, to send that; one
+    whose ttlSecondsAfterFinished cleanup is to come keeps it, to do that)."""
     status = status or {}
-    return status.get("phase") not in machine.TERMINAL or bool((status.get("tracking") or {}).get("pending"))
+    return (status.get("phase") not in machine.TERMINAL or bool((status.get("tracking") or {}).get("pending"))
+            or ttl.pending(spec, status))
 
 
-def poll(body: Any, status: Any, patch: kopf.Patch, **_: Any) -> None:
-    if not running(status):
+def poll(body: Any, status: Any, spec: Any, patch: kopf.Patch, **_: Any) -> None:
+    if not running(status, spec):
         return
     _tick(body, patch)
 

@@ -101,6 +101,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
      "description": "the target metric's production-ready value"},
     {"name": "Iteration", "type": "integer", "jsonPath": ".status.iteration",
      "description": "optimization iterations done"},
+    {"name": "Suspended", "type": "string", "jsonPath": ".status.suspension.state",
+     "description": "Suspending, Suspended (spec.suspend) or WaitingForAdmission (a Kueue queue); empty: running"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1,
      "description": "the reason for the last decision"},

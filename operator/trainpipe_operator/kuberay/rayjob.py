@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainpipe_operator.kuberay.queue import apply_queue
 from trainpipe_operator.pipeline.launchers import INTERRUPTED, trainer_command
 from trainpipe_operator.spec.pipeline import NAME_PATTERN, ResourcesSpec
 
@@ -174,6 +175,7 @@ def build_rayjob(
     ray_version: str | None = None,
     metrics_port: int | None = None,
     entrypoint_gpus: float = 0,
+    queue_name: str | None = None,
 ) -> dict:
     """The ``ray.io/v1`` RayJob running ``python -m trainpipe_trainer.run
     --config <job_file>`` on a Ray cluster made for it.
@@ -210,6 +212,8 @@ def build_rayjob(
             (what the chart's PodMonitor scrapes); None: none declared.
         entrypoint_gpus: ``entrypointNumGpus``: GPUs the driver itself
             needs (a GPU pipeline's preflight/evaluate); 0: not set.
+        queue_name: a Kueue LocalQueue: the RayJob is labelled for it and
+            created suspended (``kuberay.queue``); None: it starts at once.
 
     Raises:
         ValueError: a name KubeRay would refuse, an incomplete owner or storage.
@@ -290,7 +294,7 @@ def build_rayjob(
     if ray_version:
         cluster["rayVersion"] = ray_version
 
-    return {
+    return apply_queue({
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {
@@ -310,7 +314,7 @@ def build_rayjob(
             # head has none): launchers.entrypoint_gpus.
             **({"entrypointNumGpus": entrypoint_gpus} if entrypoint_gpus else {}),
         },
-    }
+    }, queue_name)
 
 
 @dataclass(frozen=True)
