@@ -182,6 +182,7 @@ def test_printer_columns_resolve_on_a_status(version: dict[str, Any]) -> None:
         "Metric": [0.91],
         "Target": [0.95],
         "Iteration": [1],
+        "Suspended": [],  # running: empty; Suspending, Suspended or WaitingForAdmission when held
         "Age": ["2024-01-01T00:00:00Z"],
         "Message": ["target not met; optimizing"],
     }
