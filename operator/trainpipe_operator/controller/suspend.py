@@ -83,7 +83,8 @@ def suspend(status: PipelineStatus, runner: LocalRunner, launcher: Any, now: dat
         held.phase = status.phase
         held.epoch = hold.stopped_epoch(stopped.out)
         status.message = _suspended_message(status)
-        notes.append(("Normal", "Suspended", status.message))
+        if current != "Suspended":  # once, not on every reconcile of the held pipeline
+            notes.append(("Normal", "Suspended", status.message))
         return notes
     # The job finished before the stop reached it, and the pipeline ended or waits for approval.
     if status.phase not in machine.TERMINAL:
@@ -99,6 +100,8 @@ def resume(status: PipelineStatus, now: datetime) -> list[Note]:
         return []
     where, epoch = held.phase, held.epoch
     hold.leave(status, now)
+    if not status.started_at and status.suspension is not None:
+        status.suspension.held_seconds = 0.0  # created suspended: the budget starts with the pipeline
     at = f" from epoch {epoch}" if epoch is not None else ""
     return [("Normal", "Resumed", f"spec.suspend is false: resuming {where}{at}")]
 
