@@ -204,3 +204,12 @@ def test_the_poll_timer_keeps_a_finished_pipeline_until_its_cleanup() -> None:
     cleaned = {**done, "cleanup": CleanupStatus(done_at=T0.isoformat()).dump()}
     assert not running(cleaned, {"ttlSecondsAfterFinished": 30})
     assert running({"phase": "Baseline"}, {})
+
+
+def test_a_cleared_status_field_is_deleted_by_the_status_patch() -> None:
+    from trainpipe_operator.controller.handlers import merge_patch
+
+    stored = {"phase": "Planning", "suspension": {"state": "WaitingForAdmission", "since": "t", "heldSeconds": 0}}
+    new = {"phase": "Planning", "suspension": {"heldSeconds": 12.0}}
+    assert merge_patch(stored, new) == {"phase": "Planning",
+                                        "suspension": {"state": None, "since": None, "heldSeconds": 12.0}}

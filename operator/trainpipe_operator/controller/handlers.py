@@ -17,6 +17,7 @@ import kopf
 
 from trainpipe_operator.controller.metrics import METRICS, error_kind
 from trainpipe_operator.controller.reconcile import (
+    STATUS_FIELDS,
     Reconciler,
     TickResult,
     phase_entered_at,
@@ -44,10 +45,25 @@ def _apply(result: TickResult, body: Any, patch: kopf.Patch) -> None:
     status = result.status.model_dump(mode="json", by_alias=True, exclude_none=True)
     # An unchanged status is not written: every write is a new resourceVersion
     # and a watch event for every client, once per pipeline per poll.
-    if status != dict(body.get("status") or {}):
-        patch.status.update(status)
+    stored = dict(body.get("status") or {})
+    if status != stored:
+        patch.status.update(merge_patch({k: v for k, v in stored.items() if k in STATUS_FIELDS}, status))
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def merge_patch(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` as a JSON merge patch over ``stored``: a field that became
+    None (left out of ``new``) is sent as null, which deletes it; left out,
+    the stored value would stay (a cleared ``suspension.state`` would still
+    say WaitingForAdmission)."""
+    out = dict(new)
+    for key, value in stored.items():
+        if key not in new:
+            out[key] = None
+        elif isinstance(value, dict) and isinstance(new[key], dict):
+            out[key] = merge_patch(value, new[key])
+    return out
 
 
 def _tick(body: Any, patch: kopf.Patch) -> None:

@@ -113,13 +113,16 @@ def note_pending(status: PipelineStatus, pending: JobPending, now: datetime) -> 
         waiting.job = pending.submission_id
         status.message = (f"{status.phase}: job {pending.submission_id} waits for admission by its Kueue queue "
                           "(the time waiting is not counted against the budget)")
-    else:
-        admitted(status, now)
+    elif admitted(status, now):
+        status.message = f"{status.phase}: job {pending.submission_id} admitted by its Kueue queue ({pending.state})"
 
 
-def admitted(status: PipelineStatus, now: datetime) -> None:
+def admitted(status: PipelineStatus, now: datetime) -> bool:
+    """End a wait for admission; whether there was one."""
     if status.suspension is not None and status.suspension.state == hold.WAITING:
         hold.leave(status, now)
+        return True
+    return False
 
 
 def _suspended_message(status: PipelineStatus) -> str:
