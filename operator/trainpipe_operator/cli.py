@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from trainpipe_operator.commands import run as commands
+from trainpipe_operator.commands import suspend as suspend_commands
 
 DEFAULT_JOB = "digits_job.yaml"
 
@@ -54,7 +55,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     settings = OperatorSettings()
     for name in ("artifact_root", "prometheus_url", "ray_address", "metrics_port", "liveness_port", "poll_seconds",
                  "trainer_metrics_port", "webhook_port", "webhook_addr", "webhook_host", "webhook_cert_dir",
-                 "operator_user"):
+                 "operator_user", "default_queue_name"):
         value = getattr(args, name)
         if value is not None:
             setattr(settings, name, value)
@@ -108,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--by", help="who approves (default: the current user)")
     approve.set_defaults(func=lambda a: commands.approve(a.run_dir, a.by))
 
+    for verb, value, text in (("suspend", True, "stop a pipeline's job at a checkpoint and hold it (spec.suspend)"),
+                              ("resume", False, "resume a suspended pipeline from its checkpoint")):
+        held = sub.add_parser(verb, help=text + " in the cluster")
+        held.add_argument("name", help="the TrainingPipeline's name")
+        held.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's, else default)")
+        held.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, else ~/.kube/config")
+        held.set_defaults(func=lambda a, value=value: suspend_commands.set_suspend(a.name, a.namespace, value,
+                                                                                    a.kubeconfig))
+
     crd = sub.add_parser("crd", help="print the TrainingPipeline CRD generated from the spec models")
     crd.add_argument("--write", action="store_true", help="write it to --output instead of printing it")
     crd.add_argument("--output", type=Path, default=Path("crds/trainingpipelines.trainpipe.io.yaml"),
@@ -141,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "self-signed ($TRAINPIPE_WEBHOOK_CERT_DIR)")
     operator.add_argument("--operator-user", help="the user the operator authenticates as; only it may write "
                           "status ($TRAINPIPE_OPERATOR_USER)")
+    operator.add_argument("--default-queue-name", help="Kueue LocalQueue for rayjob pipelines that name no "
+                          "spec.runtime.queueName ($TRAINPIPE_DEFAULT_QUEUE_NAME); none: not queued")
     operator.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON")
     operator.set_defaults(func=cmd_operator)
     return parser

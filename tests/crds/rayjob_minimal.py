@@ -49,7 +49,8 @@ FIELDS: Shape = {
     "kind": True,
     "metadata": True,
     "spec": {
-        **{f: True for f in ("entrypoint", "submissionMode", "shutdownAfterJobFinishes", "ttlSecondsAfterFinished")},
+        **{f: True for f in ("entrypoint", "submissionMode", "shutdownAfterJobFinishes", "ttlSecondsAfterFinished",
+                             "suspend")},  # suspend: created suspended for Kueue (kuberay/queue.py)
         "submitterPodTemplate": _POD_TEMPLATE,
         "rayClusterSpec": {
             "rayVersion": True,

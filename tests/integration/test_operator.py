@@ -44,6 +44,7 @@ def test_the_operator_service_account_has_least_privilege(cluster: Cluster) -> N
     assert can("delete", "trainingpipelines.trainpipe.io") == "no"
     assert can("patch", "trainingpipelines.trainpipe.io/status", "-n", "default") == "yes"
     assert can("create", "rayjobs.ray.io", "-n", "default") == "yes"
+    assert can("list", "rayjobs.ray.io", "-n", "default") == "yes"  # the TTL cleanup finds a pipeline's RayJobs
     assert can("get", f"secrets/{TOKEN_SECRET}", "-n", "default") == "yes"  # a named Secret, never a list
 
 
@@ -72,6 +73,9 @@ INVALID = [
     ("spec.seed", {"seed": "abc"}),
     ("spec.approval.required", {"approval": {"required": "maybe"}}),
     ("spec.data.split.train", {"data": {"split": {"train": 1.5}}}),
+    ("spec.ttlSecondsAfterFinished", {"ttlSecondsAfterFinished": -1}),
+    ("spec.runtime.queueName", {"runtime": {"type": "rayjob", "queueName": "Team_A"}}),
+    ("spec.suspend", {"suspend": "maybe"}),
 ]
 
 

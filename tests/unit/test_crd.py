@@ -115,7 +115,7 @@ def test_names_scope_and_version(crd: dict[str, Any], version: dict[str, Any]) -
 def test_printer_columns(version: dict[str, Any]) -> None:
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     assert [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")] == [
-        "Phase", "Gate", "TargetMetric", "Metric", "Target", "Iteration", "Progress", "ETA", "Age"]
+        "Phase", "Gate", "TargetMetric", "Metric", "Target", "Iteration", "Progress", "ETA", "Suspended", "Age"]
     assert columns["Progress"]["jsonPath"] == ".status.progress.summary"  # e.g. Baseline 12/20
     assert columns["ETA"]["jsonPath"] == ".status.progress.eta"
     assert columns["Phase"]["jsonPath"] == ".status.phase"
@@ -190,6 +190,7 @@ def test_printer_columns_resolve_on_a_status(version: dict[str, Any]) -> None:
         "Progress": ["Optimization 12/20"],
         "ETA": ["1h5m"],
         "Iteration": [1],
+        "Suspended": [],  # running: empty; Suspending, Suspended or WaitingForAdmission when held
         "Age": ["2024-01-01T00:00:00Z"],
         "Message": ["target not met; optimizing"],
     }

@@ -6,6 +6,7 @@ lastTransitionTime while its status does not change."""
 
 from __future__ import annotations
 
+from trainpipe_operator.lifecycle import hold
 from trainpipe_operator.spec.status import Condition, GateStatus, PipelineStatus
 
 GATE_TYPES = {
@@ -43,6 +44,7 @@ def build_conditions(status: PipelineStatus, generation: int | None, now: str) -
     tracking = tracking_condition(status, generation, now)
     if tracking is not None:
         out.append(_merge(previous, tracking))
+    out += [_merge(previous, c) for c in hold.conditions(status, generation, now)]  # Suspended, Admitted
     ready = status.phase == "Succeeded"
     out.append(_merge(previous, Condition(
         type="Ready", status="True" if ready else "False", reason=status.phase,

@@ -17,12 +17,14 @@ import kopf
 
 from trainpipe_operator.controller.metrics import METRICS, error_kind
 from trainpipe_operator.controller.reconcile import (
+    STATUS_FIELDS,
     Reconciler,
     TickResult,
     phase_entered_at,
     read_status,
 )
 from trainpipe_operator.controller.status_patch import merge_patch
+from trainpipe_operator.lifecycle import ttl
 from trainpipe_operator.pipeline import machine
 
 GROUP, VERSION, PLURAL = "trainpipe.io", "v1alpha1", "trainingpipelines"
@@ -39,14 +41,15 @@ def _reconciler() -> Reconciler:
 
 
 def _apply(result: TickResult, body: Any, patch: kopf.Patch) -> None:
-    # No nulls: in a merge patch null means "delete", and the stored status
-    # would then differ from what was sent (absent fields read back as defaults).
+    # No nulls in the dump: null is sent only for what the stored status has
+    # and the new one does not (merge_patch), which deletes it.
     status = result.status.model_dump(mode="json", by_alias=True, exclude_none=True)
     # An unchanged status is not written: every write is a new resourceVersion
     # and a watch event for every client, once per pipeline per poll.
     stored = dict(body.get("status") or {})
     if status != stored:
-        patch.status.update(merge_patch(stored, status))  # what is gone becomes null
+        # What is gone becomes null; only the fields our status model owns.
+        patch.status.update(merge_patch({k: v for k, v in stored.items() if k in STATUS_FIELDS}, status))
     for event in result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
@@ -92,15 +95,17 @@ async def start(body: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) 
                       phase_entered_at(read_status(dict(body))))
 
 
-def running(status: Any, **_: Any) -> bool:
+def running(status: Any, spec: Any = None, **_: Any) -> bool:
     """The poll timer's filter: kopf stops the timer of a finished pipeline
-    (one whose tracking is still owed something keeps it, to send that)."""
+    (one whose tracking is still owed something keeps it, to send that; one
+    whose ttlSecondsAfterFinished cleanup is to come keeps it, to do that)."""
     status = status or {}
-    return status.get("phase") not in machine.TERMINAL or bool((status.get("tracking") or {}).get("pending"))
+    return (status.get("phase") not in machine.TERMINAL or bool((status.get("tracking") or {}).get("pending"))
+            or ttl.pending(spec, status))
 
 
-def poll(body: Any, status: Any, patch: kopf.Patch, **_: Any) -> None:
-    if not running(status):
+def poll(body: Any, status: Any, spec: Any, patch: kopf.Patch, **_: Any) -> None:
+    if not running(status, spec):
         return
     _tick(body, patch)
 

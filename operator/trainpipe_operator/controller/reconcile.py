@@ -21,11 +21,13 @@ from pydantic import ValidationError
 
 from trainpipe_operator import tenancy
 from trainpipe_operator.admission.approval import ApprovalKey, verified_approval
+from trainpipe_operator.controller import suspend
 from trainpipe_operator.controller.conditions import build_conditions
 from trainpipe_operator.controller.metrics import METRICS, OperatorMetrics
 from trainpipe_operator.controller.settings import OperatorSettings
 from trainpipe_operator.controller.watchdog import watchdog_events
 from trainpipe_operator.gates.inputs import GpuMeasurement
+from trainpipe_operator.lifecycle import ttl
 from trainpipe_operator.pipeline import machine, rundir
 from trainpipe_operator.pipeline.launchers import JobPending, Launcher, RayJobLauncher
 from trainpipe_operator.pipeline.runner import JobFailedToStart, LocalRunner
@@ -82,10 +84,13 @@ class Reconciler:
         status = read_status(body)
         before = status.model_copy(deep=True)
         now = _now()
-        if status.phase in machine.TERMINAL:
+        if status.phase in machine.TERMINAL:  # never advanced again: no job starts, whatever the spec says
+            cleaned = [Event(*note) for note in self.clean_up(body, status)]  # spec.ttlSecondsAfterFinished
             if status.tracking is not None and status.tracking.pending:
-                return self._owed_tracking(body, status, now)
-            return TickResult(status)
+                owed = self._owed_tracking(body, status, now)
+                owed.events += cleaned
+                return owed
+            return TickResult(status, cleaned)
         try:
             applied = TrainingPipeline.model_validate({k: v for k, v in body.items() if k != "status"})
         except ValidationError as exc:
@@ -118,22 +123,29 @@ class Reconciler:
             # its dashboard: its jobs get no credentials, the control plane
             # relays their record (tracking/relay.py).
             runner.tracker.relay_jobs = credentials is not None and pipeline.spec.runtime.type == "ray"
-        waiting = None
+        waiting, clock = None, datetime.now(timezone.utc)
+        held = suspend.holding(applied.spec, status)  # spec.suspend is live: the resource's, not the pinned
+        notes = [] if held else suspend.resume(status, clock)
         try:
-            if status.phase == "AwaitingApproval":
+            if held:  # the running job stops at a checkpoint; none starts
+                notes += suspend.suspend(status, runner, launcher, clock)
+            elif status.phase == "AwaitingApproval":
                 status = self._approve(meta, status, runner)
             else:
                 status = runner.advance(status)
                 if status.phase == "AwaitingApproval":
                     status = self._approve(meta, status, runner)
+            if not held:
+                suspend.admitted(status, clock)
         except JobPending as pending:
             waiting = f"{pending.submission_id} ({pending.state})"
+            suspend.note_pending(status, pending, clock)  # a Kueue queue's admission: held time
         except JobFailedToStart as exc:  # every attempt died without evidence
             machine.record(status, "gate-failed", str(exc), now)
             runner.sync_tracking(status)  # the pipeline run ends FAILED
         status.observed_generation = pipeline.metadata.generation
         status.conditions = build_conditions(status, pipeline.metadata.generation, now)
-        events = self._events(before, status)
+        events = self._events(before, status) + [Event(*note) for note in notes]
         self._count(before, status, f"{namespace}/{name}")
         events += watchdog_events(runner, status, self.metrics, f"{namespace}/{name}")
         return TickResult(status, events, waiting)
@@ -250,7 +262,7 @@ class Reconciler:
             rundir.write_yaml(stored, applied.dump())
             return applied
         pinned = TrainingPipeline.model_validate(yaml.safe_load(stored.read_text(encoding="utf-8")))
-        if pinned.spec != applied.spec:
+        if suspend.pinned_part(pinned.spec) != suspend.pinned_part(applied.spec):
             status.conditions.append(Condition(
                 type="SpecApplied", status="False", reason="ChangedWhileRunning",
                 message=(f"spec generation {applied.metadata.generation} changed while the pipeline runs the spec "
@@ -277,7 +289,8 @@ class Reconciler:
                                    pipeline.spec.resources, self.settings.artifact_claim,
                                    self.settings.artifact_root / namespace, sub_path=namespace,
                                    on_submit=lambda sid: self.metrics.submitted("rayjob", sid),
-                                   metrics_port=self.settings.trainer_metrics_port or None)
+                                   metrics_port=self.settings.trainer_metrics_port or None,
+                                   queue_name=runtime.queue_name or self.settings.default_queue_name)
         if runtime.type == "local":
             raise ValueError("spec.runtime.type: 'local' runs with `trainpipe run` on one machine; "
                              "the operator launches 'ray' (Ray Job API) or 'rayjob' (KubeRay)")
@@ -348,6 +361,35 @@ class Reconciler:
                     max((_parse(decision.time) - previous).total_seconds(), 0.0))
             times.append(decision.time)
 
+    def clean_up(self, body: dict[str, Any], status: PipelineStatus) -> list[tuple[str, str, str]]:
+        """A finished pipeline's jobs and Ray resources, removed once its
+        ``spec.ttlSecondsAfterFinished`` has passed (lifecycle.ttl)."""
+        seconds = ttl.ttl_of(body.get("spec"))
+        if seconds is None:
+            return []
+        meta = body["metadata"]
+        namespace, name, uid = meta.get("namespace", "default"), meta["name"], meta["uid"]
+
+        def remove() -> tuple[list[str], list[str]]:
+            stored = self.settings.run_dir(namespace, name, uid) / "pipeline.yaml"
+            raw = yaml.safe_load(stored.read_text(encoding="utf-8")) if stored.exists() else \
+                {k: v for k, v in body.items() if k != "status"}
+            try:
+                launcher = self._launcher(TrainingPipeline.model_validate(raw))
+            except (ValidationError, ValueError):  # never valid, or refused: nothing was launched with it
+                return [], []
+            drop = getattr(launcher, "remove", None)
+            if drop is None:
+                return [], []
+            if pipeline_runtime(raw) == "rayjob":
+                return drop(name, uid), []
+            if not status.run_id:
+                return [], []
+            deleted, stopping = drop(f"{name}-{status.run_id}-")
+            return [f"Ray job {d}" for d in deleted], stopping
+
+        return ttl.clean(status, seconds, datetime.now(timezone.utc), remove)
+
     def stop_running_job(self, body: dict[str, Any]) -> str | None:
         """For deletion: stop the job the pipeline is running, if any."""
         status = read_status(body)
@@ -370,6 +412,10 @@ class Refused(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+def pipeline_runtime(raw: dict[str, Any]) -> str:
+    return str(((raw.get("spec") or {}).get("runtime") or {}).get("type") or "local")
 
 
 def _now() -> str:

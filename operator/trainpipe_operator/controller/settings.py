@@ -101,6 +101,11 @@ class OperatorSettings:
     the field (the operator itself calls that server). Empty: a pipeline with
     MLflow tracking is refused."""
 
+    default_queue_name: str | None = field(default_factory=lambda: os.environ.get(
+        "TRAINPIPE_DEFAULT_QUEUE_NAME") or None)
+    """The Kueue LocalQueue a ``runtime.type: rayjob`` pipeline's RayJobs are
+    queued in when its ``spec.runtime.queueName`` is empty; none: not queued."""
+
     def tenancy(self) -> TenancySettings:
         """What the tenancy rules read (the webhook builds the same)."""
         return TenancySettings(artifact_root=str(self.artifact_root),

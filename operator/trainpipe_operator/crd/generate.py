@@ -105,6 +105,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
      "description": "the running job's phase and epochs done of its epochs (e.g. Baseline 12/20)"},
     {"name": "ETA", "type": "string", "jsonPath": ".status.progress.eta",
      "description": "the time the pipeline may still need, an upper bound (status.progress)"},
+    {"name": "Suspended", "type": "string", "jsonPath": ".status.suspension.state",
+     "description": "Suspending, Suspended (spec.suspend) or WaitingForAdmission (a Kueue queue); empty: running"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1,
      "description": "the reason for the last decision"},

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainpipe_operator.kuberay.queue import apply_queue
 from trainpipe_operator.pipeline.launchers import INTERRUPTED, trainer_command
 from trainpipe_operator.spec.pipeline import NAME_PATTERN, ResourcesSpec
 
@@ -175,6 +176,7 @@ def build_rayjob(
     metrics_port: int | None = None,
     entrypoint_gpus: float = 0,
     env: list[dict[str, Any]] | None = None,
+    queue_name: str | None = None,
 ) -> dict:
     """The ``ray.io/v1`` RayJob running ``python -m trainpipe_trainer.run
     --config <job_file>`` on a Ray cluster made for it.
@@ -215,6 +217,8 @@ def build_rayjob(
             driver and the Ray Train workers run; the submitter needs none):
             the tracking credentials as ``secretKeyRef`` references
             (tracking/credentials.py ``secret_env``), never values.
+        queue_name: a Kueue LocalQueue: the RayJob is labelled for it and
+            created suspended (``kuberay.queue``); None: it starts at once.
 
     Raises:
         ValueError: a name KubeRay would refuse, an incomplete owner or storage.
@@ -297,7 +301,7 @@ def build_rayjob(
     if ray_version:
         cluster["rayVersion"] = ray_version
 
-    return {
+    return apply_queue({
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {
@@ -317,7 +321,7 @@ def build_rayjob(
             # head has none): launchers.entrypoint_gpus.
             **({"entrypointNumGpus": entrypoint_gpus} if entrypoint_gpus else {}),
         },
-    }
+    }, queue_name)
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ class RayJobLauncher:
         blocking: the operator polls it again on its next tick."""
         run_dir.mkdir(parents=True, exist_ok=True)
         output = run_dir / "job_output.log"
-        if not self._exists(submission_id):
+        if not self.exists(submission_id):
             gpus = entrypoint_gpus(job_file)
             self.client.submit_job(
                 entrypoint=" ".join(trainer_command(job_file, python="python")),
@@ -222,11 +222,12 @@ class RayJobLauncher:
 
     def stop(self, submission_id: str) -> bool:
         """Ask a running job to stop (SIGTERM to its driver: it checkpoints)."""
-        if not self._exists(submission_id):
+        if not self.exists(submission_id):
             return False
         return bool(self.client.stop_job(submission_id))
 
-    def _exists(self, submission_id: str) -> bool:
+    def exists(self, submission_id: str) -> bool:
+        """Whether Ray knows this submission (any state)."""
         try:
             self.client.get_job_info(submission_id)
         except RuntimeError as exc:
@@ -234,6 +235,24 @@ class RayJobLauncher:
                 return False
             raise
         return True
+
+    def remove(self, prefix: str) -> tuple[list[str], list[str]]:
+        """Cleanup (``spec.ttlSecondsAfterFinished``): delete every submission
+        whose id starts with ``prefix`` (its record and logs on the head).
+        One still running is asked to stop first and deleted on a later call.
+        Returns (deleted, still stopping)."""
+        deleted, stopping = [], []
+        for info in self.client.list_jobs():
+            submission = getattr(info, "submission_id", None) or ""
+            if not submission.startswith(prefix):
+                continue
+            if _state(info) not in self.TERMINAL:
+                self.client.stop_job(submission)
+                stopping.append(submission)
+                continue
+            if self.client.delete_job(submission):
+                deleted.append(submission)
+        return deleted, stopping
 
     def _wait(self, submission_id: str):
         while True:

@@ -50,6 +50,7 @@ from trainpipe_operator.gates.finalization import (
 from trainpipe_operator.gates.inputs import GpuMeasurement, RunFiles, files_present
 from trainpipe_operator.gates.optimization import evaluate_optimization
 from trainpipe_operator.gates.planning import evaluate_planning
+from trainpipe_operator.lifecycle import hold
 from trainpipe_operator.pipeline import job_progress, machine, rundir
 from trainpipe_operator.pipeline.jobs import baseline_settings, build_job
 from trainpipe_operator.pipeline.launchers import INTERRUPTED, JobOutcome, JobPending, Launcher
@@ -81,6 +82,17 @@ MAX_BASELINE_ATTEMPTS = 3
 
 class PipelineInterrupted(Exception):
     """A job was interrupted (Ctrl-C / SIGTERM) and checkpointed: run again to continue."""
+
+
+class PipelineSuspended(Exception):
+    """spec.suspend: the pipeline's job has stopped (checkpointed) or the next
+    one would start; the pipeline is held here until it is resumed."""
+
+    def __init__(self, phase: str, out: Path, submission_id: str) -> None:
+        super().__init__(f"{phase}: held before {submission_id} (spec.suspend)")
+        self.phase = phase
+        self.out = out
+        self.submission_id = submission_id
 
 
 class JobFailedToStart(Exception):
@@ -119,6 +131,8 @@ class LocalRunner:
         self.tracker = tracker_for(pipeline, self.run_dir, tracking_credentials)
         # Hangs the watchdog declared during this advance (the operator posts an Event each).
         self.stalls: list[Stall] = []
+        # spec.suspend (the operator): no job starts; a stopped one is not resubmitted.
+        self.suspended = False
 
     # ------------------------------------------------------------------ loop
     def run(self) -> PipelineStatus:
@@ -176,7 +190,9 @@ class LocalRunner:
         return self.pipeline.model_copy(update={"status": status})
 
     def _elapsed(self, status: PipelineStatus) -> float:
-        started = datetime.fromisoformat(status.started_at) if status.started_at else datetime.now(timezone.utc)
+        """Time since the start, less the time held (suspended, waiting for a queue)."""
+        start = hold.effective_start(status)
+        started = datetime.fromisoformat(start) if start else datetime.now(timezone.utc)
         return (datetime.now(timezone.utc) - started).total_seconds()
 
     def _budget_spent(self, status: PipelineStatus) -> bool:
@@ -185,7 +201,8 @@ class LocalRunner:
     def _budget_at_start(self, status: PipelineStatus, evidence: Evidence) -> float | None:
         """The budget left when the run started: what its ``duration`` is held to
         (the budget left after it would count the run against itself)."""
-        return machine.budget_left_at(self.spec.budget.seconds, status.started_at, evidence.timings.started_at)
+        return machine.budget_left_at(self.spec.budget.seconds, hold.effective_start(status),
+                                      evidence.timings.started_at)
 
     def _accept_best(self, status: PipelineStatus, reason: str) -> None:
         """Going to Finalization with the best result short of the target
@@ -541,7 +558,14 @@ class LocalRunner:
         folder = str(out.relative_to(self.run_dir))
         slug = folder.replace("/", "-").replace("_", "-")
         submission = f"{self.name}-{status.run_id}-{slug}-{job.action}-a{attempt}"
+        # A job stopped for a suspension is done with: the resumed pipeline submits the next attempt.
+        stopped = set(status.suspension.stopped_jobs) if status.suspension else set()
+        while not self.suspended and submission in stopped:
+            attempt += 1
+            submission = f"{self.name}-{status.run_id}-{slug}-{job.action}-a{attempt}"
         new_submission = status.job.submission_id != submission or status.job.state != "RUNNING"
+        if self.suspended and not self._submitted(submission):  # not started, or removed by the suspension
+            raise PipelineSuspended(phase, out, submission)
         if self.tracker is not None and job.action in ("train", "evaluate"):
             # The folder's MLflow run (a resumed attempt continues it) and/or its W&B run.
             tracking = self.tracker.job_tracking(status, phase, folder, attempt,
@@ -579,12 +603,19 @@ class LocalRunner:
         if outcome.interrupted:
             status.job.state = "INTERRUPTED"
             self._save(status)
+            if self.suspended:
+                raise PipelineSuspended(phase, out, submission)
             if not self.resubmit_interrupted:
                 raise PipelineInterrupted(
                     f"{phase} job {submission} was interrupted and checkpointed; run the same command to continue")
             return outcome.exit_code
         status.job.state = "SUCCEEDED" if outcome.exit_code == 0 else "FAILED"
         return outcome.exit_code
+
+    def _submitted(self, submission: str) -> bool:
+        """Whether the launcher already has this job (a replay, not a new start)."""
+        exists = getattr(self.launcher, "exists", None)
+        return bool(exists is not None and exists(submission))
 
     def _train(self, status: PipelineStatus, phase: str, job: JobConfig, out: Path) -> Evidence:
         """Run a training job. One that ends without a verdict (killed, a lost
@@ -593,12 +624,15 @@ class LocalRunner:
         ``spec.runtime.maxAttempts`` submissions."""
         path = out / "evidence.json"
         attempts = self.spec.runtime.max_attempts
-        for attempt in range(1, attempts + 1):
+        attempt = 1
+        for _ in range(attempts):  # jobs stopped for a suspension are not counted
             code = self._run_job(status, phase, job, out, attempt=attempt)
             if status.job.state == "STALLED":
+                attempt = status.job.attempt + 1
                 continue  # hung: the next attempt resumes from its last checkpoint
             if code in (0, 1) and path.exists() and Evidence.read(path).status != "interrupted":
                 break  # completed, or failed with the reason in its evidence
+            attempt = status.job.attempt + 1  # past any attempt skipped as stopped for a suspension
             log.debug("%s job attempt %d ended with code %d and no verdict: the next attempt", phase, attempt, code)
         if status.job.state == "STALLED":
             raise JobFailedToStart(

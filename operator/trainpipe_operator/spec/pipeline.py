@@ -432,6 +432,17 @@ class RuntimeSpec(CamelModel):
     )
     ray: RaySpec = Field(default_factory=RaySpec, description="Ray settings")
     max_attempts: int = Field(3, ge=1, le=20, description="submissions of a job that ends without evidence (a crash, a lost node) before the phase fails; each resumes from the last checkpoint")
+    queue_name: str | None = Field(
+        None, min_length=1, max_length=63, pattern=NAME_PATTERN,
+        description=("runtime rayjob: the Kueue LocalQueue its RayJobs are queued in (label kueue.x-k8s.io/queue-name; "
+                     "created suspended, Kueue admits them); none: the operator's default queue, if it has one"))
+
+    @field_validator("queue_name", mode="before")
+    @classmethod
+    def _queue_name(cls, value: Any) -> Any:
+        return _pattern_check(value, NAME_PATTERN, "a Kueue LocalQueue name: a DNS-1123 label (lowercase letters, "
+                                                   "digits and '-', starting and ending with a letter or digit, at most "
+                                                   "63 characters)")
 
 
 class ApprovalSpec(CamelModel):
@@ -603,6 +614,20 @@ class PipelineSpec(CamelModel):
     approval: ApprovalSpec = Field(default_factory=ApprovalSpec, description="human approval")
     tracking: TrackingSpec | None = Field(
         None, description="experiment tracking in MLflow and/or W&B, and the model registry (off when absent)")
+    suspend: bool = Field(False, description=(
+        "true: the running job is stopped at a checkpoint and no job starts (held time does not count against "
+        "the budget); false again: the pipeline resumes the same phase from that checkpoint"))
+    ttl_seconds_after_finished: int | None = Field(None, ge=0, le=10 * 365 * 86400, description=(
+        "seconds after a pipeline Succeeded or Failed when its jobs and Ray resources (RayJobs, Ray job "
+        "submissions) are removed; the pipeline and its run directory stay. None: kept"))
+
+    @field_validator("ttl_seconds_after_finished", mode="before")
+    @classmethod
+    def _ttl(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            raise ValueError(f"{value} is negative: give a number of seconds >= 0 (0: remove at once), "
+                             "or leave it out to keep the jobs")
+        return value
 
     # Each rule below reads spec.task (validated first: fields validate in
     # order), so each reports at its own field, among the manifest's other

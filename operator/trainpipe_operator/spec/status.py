@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from trainpipe_operator.spec.base import CamelModel
+from trainpipe_operator.spec.lifecycle_status import CleanupStatus, SuspensionStatus
 
 Phase = Literal[
     "Pending", "Planning", "Baseline", "Diagnostics", "Optimization",
@@ -191,3 +192,6 @@ class PipelineStatus(CamelModel):
     approval: ApprovalStatus | None = None
     tracking: TrackingStatus | None = Field(default=None, description="experiment tracking (spec.tracking)")
     progress: ProgressStatus | None = Field(default=None, description="the running job's progress and the ETA")
+    suspension: SuspensionStatus | None = Field(
+        default=None, description="spec.suspend and queue admission: where the pipeline is held and since when")
+    cleanup: CleanupStatus | None = Field(default=None, description="spec.ttlSecondsAfterFinished: the cleanup")
