@@ -76,18 +76,28 @@ def make_job(tmp_path: Path, digits_cache: Path):
 # pytest-xdist (`--dist loadfile`) hands whole files to the workers in
 # collection order. The files that run whole pipelines take minutes each; run
 # last, one of them decides when the suite ends while the other worker idles.
-# So they go first, longest first (measured), then the other integration
-# files, then the many short unit files that fill in around them.
+# So they go first, longest first (measured with --durations: unit files
+# that train for minutes too), then the other integration files, then the
+# many short unit files that fill in around them.
 LONGEST_FIRST = (
-    "test_operator.py",
     "test_pipeline_local.py",
-    "test_tasks_local_collapse_custom.py",
-    "test_operator_tasks.py",
-    "test_tasks_local.py",
-    "test_pipeline_local_resume.py",
+    "test_engine.py",
+    "test_operator.py",
     "test_operator_jobs.py",
-    "test_tracking_pipeline.py",
+    "test_run_entrypoint.py",
+    "test_operator_suspend.py",
     "test_approval.py",
+    "test_tracking_operator.py",
+    "test_tracking_server_stopped.py",
+    "test_operator_progress.py",
+    "test_operator_tasks.py",
+    "test_devcluster.py",
+    "test_pipeline_local_resume.py",
+    "test_tasks_local_collapse_custom.py",
+    "test_watchdog_local.py",
+    "test_vae_audio_data.py",
+    "test_tasks_local.py",
+    "test_tracking_pipeline.py",
     "test_tenancy.py",
 )
 

@@ -96,7 +96,8 @@ def test_the_ray_client_carries_its_own_token_and_nothing_else() -> None:
 def test_rbac_grants_only_the_verbs_the_code_calls() -> None:
     rules = {(group, resource): set(rule["verbs"]) for rule in operator_rules("all")
              for group in rule["apiGroups"] for resource in rule["resources"]}
-    assert rules[("ray.io", "rayjobs")] == {"get", "create", "delete"}  # rayjob_launcher's calls
+    # rayjob_launcher's calls, and list: the TTL cleanup finds a pipeline's RayJobs by label
+    assert rules[("ray.io", "rayjobs")] == {"get", "create", "delete", "list"}
     assert rules[("trainpipe.io", "trainingpipelines")] == {"get", "list", "watch", "patch"}  # kopf never PUTs
     assert rules[("trainpipe.io", "trainingpipelines/status")] == {"get", "patch"}
     assert rules[("", "events")] == {"create"}
