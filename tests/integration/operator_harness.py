@@ -280,23 +280,15 @@ class Cluster:
         return self.artifact_root / namespace / f"{name}-{uid[:8]}"
 
     def ray_client(self) -> Any:
-        """A Job API client with this head's token. The token goes into the
-        environment only while the client is made: left there, it would leak
-        into every later test's subprocesses (and their own Ray clusters)."""
-        import os
+        """A Job API client that sends this head's token as a header, as the
+        operator does. Not through ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``: Ray
+        reads the auth mode once per process, so a test that ran a Ray call
+        earlier in the same worker would leave the client without a token."""
+        from ray.job_submission import JobSubmissionClient
 
-        saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.ray_token)
-        try:
-            from ray.job_submission import JobSubmissionClient
+        from trainpipe_operator.pipeline.launchers import auth_headers
 
-            return JobSubmissionClient(self.ray_address)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        return JobSubmissionClient(self.ray_address, headers=auth_headers(self.ray_token))
 
     def ray_jobs(self) -> list[Any]:
         return self.ray_client().list_jobs()

@@ -38,7 +38,13 @@ def applied(admin: Path, docs: list[dict[str, Any]], *extra: str) -> str:
 
 @pytest.fixture(scope="module")
 def admin(control_plane: Any) -> Path:
-    return Path(control_plane.kubeconfig)
+    """The admin kubeconfig, with the chart's CRD established: `kubectl auth
+    can-i` on trainingpipelines needs it in discovery, whichever test runs."""
+    kubeconfig = Path(control_plane.kubeconfig)
+    (crd,) = by_kind(render(release="crdrel", namespace=NAMESPACE, include_crds=True), "CustomResourceDefinition")
+    applied(kubeconfig, [crd])
+    wait_established(kubeconfig, crd["metadata"]["name"])
+    return kubeconfig
 
 
 def test_the_chart_applies_to_a_real_api_server(admin: Path) -> None:
@@ -121,10 +127,11 @@ def test_cluster_mode_rbac_is_least_privilege_for_the_charts_service_account(adm
     assert can(admin, sa, "list", "secrets", "--all-namespaces") == "no"
     assert can(admin, sa, "delete", "trainingpipelines.trainpipe.io", "-n", "anywhere") == "no"
     assert can(admin, sa, "create", "pods", "-n", "anywhere") == "no"
-    # Only the verbs the code calls: RayJobs get/create/delete, nothing PUTs.
-    for verb in ("get", "create", "delete"):
+    # Only the verbs the code calls: RayJobs get/create/delete, list (the TTL
+    # cleanup finds a pipeline's RayJobs by label), nothing PUTs.
+    for verb in ("get", "create", "delete", "list"):
         assert allowed(admin, sa, verb, "ray.io", "rayjobs", "anywhere"), verb
-    for verb, group, resource, sub in (("list", "ray.io", "rayjobs", ""), ("watch", "ray.io", "rayjobs", ""),
+    for verb, group, resource, sub in (("watch", "ray.io", "rayjobs", ""),
                                        ("patch", "ray.io", "rayjobs", ""),
                                        ("update", "trainpipe.io", "trainingpipelines", ""),
                                        ("update", "trainpipe.io", "trainingpipelines", "status"),

@@ -126,18 +126,25 @@ def _finished_job_logs(jobs_client: Any, job: str, timeout: float = 120) -> str:
     return str(logs)
 
 
-def test_ray_head_runs_jobs_with_the_token_only(ray_head: RayHead, monkeypatch):
+def _jobs_client(head: RayHead) -> Any:
+    """A Job API client that sends ``head``'s token as a header. Not through
+    ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``: Ray reads the auth mode once per
+    process, so an env var set after any earlier Ray call is ignored."""
+    from ray.job_submission import JobSubmissionClient
+
+    from trainpipe_operator.pipeline.launchers import auth_headers
+
+    return JobSubmissionClient(head.address, headers=auth_headers(head.token))
+
+
+def test_ray_head_runs_jobs_with_the_token_only(ray_head: RayHead):
     jobs = f"{ray_head.address}/api/jobs/"
     refused_id = _name("itest-no-token")
     entry = {"entrypoint": "echo should-not-run", "submission_id": refused_id}
     assert _http("POST", jobs, entry) == 401
     assert _http("POST", jobs, entry, token="not-the-token") == 403
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
-    from ray.job_submission import JobSubmissionClient
-
-    jobs_client = JobSubmissionClient(ray_head.address)
+    jobs_client = _jobs_client(ray_head)
     job = jobs_client.submit_job(entrypoint='python -c "import sys; print(sys.executable)"')
     logs = _finished_job_logs(jobs_client, job)
     # The job's `python` is this environment's: the head runs with its bin first on PATH.
@@ -145,18 +152,13 @@ def test_ray_head_runs_jobs_with_the_token_only(ray_head: RayHead, monkeypatch):
     assert refused_id not in {j.submission_id for j in jobs_client.list_jobs()}
 
 
-def test_a_job_joins_its_own_head_when_another_head_started_later(ray_head: RayHead, tmp_path: Path,
-                                                                  monkeypatch) -> None:
+def test_a_job_joins_its_own_head_when_another_head_started_later(ray_head: RayHead, tmp_path: Path) -> None:
     """Two heads on one machine (two test workers, or a dev cluster beside
     the tests): a job's driver joins the head it was submitted to, not the
     one that started last (Ray's supervisor resolves "auto" through its
     temp dir)."""
-    from ray.job_submission import JobSubmissionClient
-
     with RayHead(tmp_path / "later", num_cpus=1):
-        monkeypatch.setenv("RAY_AUTH_MODE", "token")
-        monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)
-        jobs_client = JobSubmissionClient(ray_head.address)
+        jobs_client = _jobs_client(ray_head)
         job = jobs_client.submit_job(entrypoint='python -c "import ray; ray.init(); '
                                                 "print('GCS', ray.get_runtime_context().gcs_address)\"")
         logs = _finished_job_logs(jobs_client, job)

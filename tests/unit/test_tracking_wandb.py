@@ -120,7 +120,10 @@ def read_offline_run(directory: Path, run_id: str) -> OfflineRun:
     wandb's service first: ``run.finish()`` returns before the service has
     flushed the transaction log (it does so by exit)."""
     wandb.teardown()
-    folders = sorted((directory / "wandb").glob(f"offline-run-*-{run_id}"))
+    # Two attempts started within one second share a timestamp: wandb then
+    # names the later folder with a "-1" (, "-2", ...) suffix.
+    root = directory / "wandb"
+    folders = sorted([*root.glob(f"offline-run-*-{run_id}"), *root.glob(f"offline-run-*-{run_id}-[0-9]*")])
     run = OfflineRun(folders)
     for folder in folders:
         for record in read_records(folder / f"run-{run_id}.wandb"):
