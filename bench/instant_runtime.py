@@ -10,6 +10,7 @@ the API server writing each new pipeline's first status (the floor).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from trainpipe_operator.cli import main as trainpipe_main
 from trainpipe_operator.controller import handlers, reconcile
+from trainpipe_operator.controller import main as operator_main
 from trainpipe_operator.pipeline.launchers import JobOutcome
 from trainpipe_trainer.contract.job_config import JobConfig
 
@@ -41,13 +43,20 @@ class InstantLauncher:
         return JobOutcome(exit_code=0, submission_id=submission_id, output_path=output, message="instant")
 
 
+def install(template: str) -> None:
+    """Every reconciler of this process launches instant jobs. Run in the
+    operator's process and, as its ``WORKER_SETUP``, in each reconcile worker."""
+    launcher = InstantLauncher(Path(template))
+    reconcile.Reconciler._launcher = lambda self, pipeline: launcher  # type: ignore[method-assign]
+
+
 def main() -> int:
     template = Path(sys.argv[1]).resolve()
     args = sys.argv[sys.argv.index("--") + 1:]
     if "--no-reconcile" in sys.argv[2:sys.argv.index("--")]:
         handlers.poll = lambda **_: None  # type: ignore[assignment]
-    launcher = InstantLauncher(template)
-    reconcile.Reconciler._launcher = lambda self, pipeline: launcher  # type: ignore[method-assign]
+    install(str(template))
+    operator_main.WORKER_SETUP = functools.partial(install, str(template))
     return trainpipe_main(args)
 
 

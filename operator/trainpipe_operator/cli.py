@@ -54,6 +54,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
     settings = OperatorSettings()
     for name in ("artifact_root", "prometheus_url", "ray_address", "metrics_port", "liveness_port", "poll_seconds",
+                 "reconcile_processes",
                  "trainer_metrics_port", "webhook_port", "webhook_addr", "webhook_host", "webhook_cert_dir",
                  "operator_user", "default_queue_name"):
         value = getattr(args, name)
@@ -142,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--trainer-metrics-port", type=int,
                           help="training jobs serve trainpipe_* metrics here, 0: off ($TRAINPIPE_TRAINER_METRICS_PORT, 0)")
     operator.add_argument("--poll-seconds", type=float, help="reconcile interval ($TRAINPIPE_POLL_SECONDS, 2)")
+    operator.add_argument("--reconcile-processes", type=int,
+                          help="worker processes that run reconciles; 0: a thread of the operator's process "
+                               "($TRAINPIPE_RECONCILE_PROCESSES, 1)")
     operator.add_argument("--webhook-port", type=int,
                           help="admission webhook HTTPS port, 0: off, and no approval possible ($TRAINPIPE_WEBHOOK_PORT, 0)")
     operator.add_argument("--webhook-addr", help="webhook listen address ($TRAINPIPE_WEBHOOK_ADDR, 127.0.0.1)")

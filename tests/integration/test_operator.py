@@ -168,7 +168,7 @@ def test_digits_example_on_ray_reaches_succeeded_with_status_matching_the_run_di
 
     table = kubectl(cluster.admin, "get", "tp", "digits").stdout
     header = table.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "GATE", "TARGETMETRIC", "METRIC", "TARGET", "ITERATION", "PROGRESS", "ETA", "AGE"]
+    assert header == ["NAME", "PHASE", "GATE", "TARGETMETRIC", "METRIC", "TARGET", "ITERATION", "PROGRESS", "ETA", "SUSPENDED", "AGE"]
     assert "Succeeded" in table and "finalization: passed" in table and "val_acc" in table
 
     # The operator sets its gauges after it writes the status: wait for them.

@@ -49,11 +49,18 @@ def approve_command(namespace: str, name: str, run_id: str | None) -> str:
 
 class ApprovalKey:
     """Signs and verifies records. The key is random per operator process
-    and never leaves it: a record signed before a restart no longer verifies
-    (the person approves again)."""
+    and never leaves its pod: the webhook signs with it, and the operator's
+    reconcile workers (its child processes) get it at their start, through
+    a pipe. A record signed before a restart no longer verifies (the person
+    approves again)."""
 
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key or secrets.token_bytes(32)
+
+    @property
+    def secret(self) -> bytes:
+        """The key itself, for the operator's reconcile workers only."""
+        return self._key
 
     def _digest(self, fields: Mapping[str, str]) -> str:
         text = json.dumps(dict(fields), sort_keys=True, separators=(",", ":"))

@@ -2,7 +2,8 @@
 nothing to do, and delegates to the Reconciler.
 
 - a timer per TrainingPipeline reconciles it every ``poll_seconds`` (jobs
-  are polled by the timer, never by a loop);
+  are polled by the timer, never by a loop), in a reconcile worker process
+  (``reconcile_pool``), so the event loop stays free;
 - a finalizer (kopf's, on the delete handler) stops the running job first;
 - a new object gets its first status on the first event (with kopf's
   finalizer); a resumed one is counted in the metrics at once.
@@ -11,11 +12,12 @@ nothing to do, and delegates to the Reconciler.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import kopf
 
-from trainpipe_operator.controller.metrics import METRICS, error_kind
+from trainpipe_operator.controller.metrics import METRICS
 from trainpipe_operator.controller.reconcile import (
     STATUS_FIELDS,
     Reconciler,
@@ -23,6 +25,7 @@ from trainpipe_operator.controller.reconcile import (
     phase_entered_at,
     read_status,
 )
+from trainpipe_operator.controller.reconcile_pool import ReconcileFailed, ReconcilePool
 from trainpipe_operator.controller.status_patch import merge_patch
 from trainpipe_operator.lifecycle import ttl
 from trainpipe_operator.pipeline import machine
@@ -31,7 +34,8 @@ GROUP, VERSION, PLURAL = "trainpipe.io", "v1alpha1", "trainingpipelines"
 log = logging.getLogger("trainpipe.operator")
 
 RECONCILE_WORKERS = 1
-RECONCILER: Reconciler | None = None  # set by main.run_operator before kopf starts
+RECONCILER: Reconciler | None = None  # set by main.run_operator before kopf starts: deletion's job stop
+RECONCILE_POOL: ReconcilePool | None = None  # likewise: where the timer's reconciles run
 
 
 def _reconciler() -> Reconciler:
@@ -54,14 +58,22 @@ def _apply(result: TickResult, body: Any, patch: kopf.Patch) -> None:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
-def _tick(body: Any, patch: kopf.Patch) -> None:
-    with METRICS.reconcile_seconds.time():
-        try:
-            result = _reconciler().reconcile(dict(body))
-        except Exception as exc:
-            METRICS.reconcile_errors.labels(error_kind(exc)).inc()
-            # "Not yet" (an API hiccup, a Secret not created yet): kopf retries.
-            raise kopf.TemporaryError(f"reconcile failed: {type(exc).__name__}: {exc}", delay=10) from exc
+def _pool() -> ReconcilePool:
+    if RECONCILE_POOL is None:
+        raise kopf.PermanentError("the operator's reconcile workers are not configured")
+    return RECONCILE_POOL
+
+
+async def _tick(body: Any, patch: kopf.Patch) -> None:
+    started = time.perf_counter()
+    try:
+        result = await _pool().reconcile(dict(body))
+    except ReconcileFailed as exc:
+        METRICS.reconcile_errors.labels(exc.kind).inc()
+        # "Not yet" (an API hiccup, a Secret not created yet): kopf retries.
+        raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=10) from exc
+    finally:
+        METRICS.reconcile_seconds.observe(time.perf_counter() - started)
     _apply(result, body, patch)
 
 
@@ -104,10 +116,12 @@ def running(status: Any, spec: Any = None, **_: Any) -> bool:
             or ttl.pending(spec, status))
 
 
-def poll(body: Any, status: Any, spec: Any, patch: kopf.Patch, **_: Any) -> None:
+async def poll(body: Any, status: Any, spec: Any, patch: kopf.Patch, **_: Any) -> None:
+    """Async, awaiting a reconcile worker: the event loop stays free for
+    other pipelines' events and patches meanwhile."""
     if not running(status, spec):
         return
-    _tick(body, patch)
+    await _tick(body, patch)
 
 
 def stop(body: Any, meta: Any, **_: Any) -> None:
@@ -132,9 +146,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # own "Handler succeeded" lines would add an Event per pipeline per poll.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 60
-    # Reconciles are mostly CPU (gates, reports) under the GIL: more threads
-    # would only take time from the event loop that writes the first status
-    # of new pipelines and answers the liveness probe.
+    # kopf's threads run only the sync handlers left (deletion's job stop):
+    # reconciles run in ReconcilePool's workers.
     settings.execution.max_workers = RECONCILE_WORKERS
 
 

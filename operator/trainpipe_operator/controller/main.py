@@ -13,28 +13,18 @@ import kopf
 from trainpipe_operator.admission import webhook
 from trainpipe_operator.admission.approval import ApprovalKey
 from trainpipe_operator.controller import handlers
+from trainpipe_operator.controller.api_clients import kubernetes_clients
 from trainpipe_operator.controller.health_server import HealthServer
 from trainpipe_operator.controller.metrics import METRICS
 from trainpipe_operator.controller.readiness import READINESS, Readiness
 from trainpipe_operator.controller.readiness_checks import can_list_pipelines, kopf_started
 from trainpipe_operator.controller.reconcile import Reconciler
+from trainpipe_operator.controller.reconcile_pool import ReconcilePool, WorkerSetup
 from trainpipe_operator.controller.settings import OperatorSettings
 
-
-def _kubernetes_clients(kubeconfig: Path | None) -> tuple[object, object]:
-    from kubernetes import client, config
-
-    if kubeconfig is not None:
-        config.load_kube_config(config_file=str(kubeconfig))
-    else:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-    return client.CoreV1Api(), client.CustomObjectsApi()
-
-
 SWITCH_INTERVAL_S = 0.0005
+#: Run in each reconcile worker at its start (the benchmark's instant runtime sets it).
+WORKER_SETUP: WorkerSetup | None = None
 
 
 def webhook_serving() -> str | None:
@@ -48,14 +38,22 @@ def run_operator(settings: OperatorSettings, kubeconfig: Path | None = None, jso
         os.environ["KUBECONFIG"] = str(kubeconfig)  # kopf's own login reads it
     settings.artifact_root.mkdir(parents=True, exist_ok=True)
     # The event loop (watch events, first statuses, liveness) shares the GIL
-    # with the reconcile thread; at the default 5 ms switch interval, every
-    # time the loop wakes from I/O it can wait that long behind a reconcile.
+    # with any thread that reconciles (--reconcile-processes 0) or stops a
+    # job; at the default 5 ms switch interval, every time the loop wakes
+    # from I/O it could wait that long behind one.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    core, custom = _kubernetes_clients(kubeconfig)
-    # The approval key lives only in this process: the webhook signs with it,
-    # the reconciler acts only on what it signed. No webhook: no key, no approval.
+    core, custom = kubernetes_clients(kubeconfig)
+    # The approval key lives only in this process and its reconcile workers:
+    # the webhook signs with it, the reconciler acts only on what it signed.
+    # No webhook: no key, no approval.
     key = ApprovalKey() if settings.webhook_port else None
     handlers.RECONCILER = Reconciler(settings, core, custom, approval_key=key)
+    if settings.reconcile_processes < 0:
+        raise SystemExit(f"--reconcile-processes (TRAINPIPE_RECONCILE_PROCESSES) is {settings.reconcile_processes}: "
+                         "allowed are 0 (a thread of the operator's process) or more worker processes")
+    pool = ReconcilePool(settings, kubeconfig, key, settings.reconcile_processes, handlers.RECONCILER,
+                         worker_setup=WORKER_SETUP)
+    handlers.RECONCILE_POOL = pool
     registry = handlers.register(settings.poll_seconds)
     if key is not None:
         webhook.register(webhook.Webhook(settings, key, webhook.kubernetes_review(core.api_client)),  # type: ignore[attr-defined]
@@ -66,7 +64,10 @@ def run_operator(settings: OperatorSettings, kubeconfig: Path | None = None, jso
     logging.getLogger("trainpipe").setLevel(logging.INFO)
     if key is not None:
         READINESS.register("admission", webhook_serving)
-    asyncio.run(_operate(registry, settings, custom, READINESS))
+    try:
+        asyncio.run(_operate(registry, settings, custom, READINESS))
+    finally:
+        pool.shutdown()
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -27,6 +28,55 @@ def error_kind(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return "storage"
     return "other"
+
+
+class MetricsSink(Protocol):
+    """What a reconcile reports: the operator's registry in-process, a
+    recording (``MetricCalls``) in a reconcile worker process."""
+
+    def set_phase(self, key: str, phase: str | None, since: float | None = None) -> None: ...
+    def set_progress(self, key: str, phase: str | None, epoch: int = 0, epochs: int = 0,
+                     eta_seconds: float | None = None) -> None: ...
+    def phase_finished(self, phase: str, seconds: float) -> None: ...
+    def stalled(self, runtime: str) -> None: ...
+    def gate_evaluated(self, gate: str, passed: bool) -> None: ...
+    def submitted(self, runtime: str, submission_id: str) -> None: ...
+
+
+class MetricCalls:
+    """A ``MetricsSink`` that records each call, to be replayed onto the
+    operator's registry (``replay``) by the process that serves /metrics."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def set_phase(self, key: str, phase: str | None, since: float | None = None) -> None:
+        self.calls.append(("set_phase", (key, phase, since)))
+
+    def set_progress(self, key: str, phase: str | None, epoch: int = 0, epochs: int = 0,
+                     eta_seconds: float | None = None) -> None:
+        self.calls.append(("set_progress", (key, phase, epoch, epochs, eta_seconds)))
+
+    def phase_finished(self, phase: str, seconds: float) -> None:
+        self.calls.append(("phase_finished", (phase, seconds)))
+
+    def stalled(self, runtime: str) -> None:
+        self.calls.append(("stalled", (runtime,)))
+
+    def gate_evaluated(self, gate: str, passed: bool) -> None:
+        self.calls.append(("gate_evaluated", (gate, passed)))
+
+    def submitted(self, runtime: str, submission_id: str) -> None:
+        self.calls.append(("submitted", (runtime, submission_id)))
+
+
+REPLAYABLE = frozenset({"set_phase", "set_progress", "phase_finished", "stalled", "gate_evaluated", "submitted"})
+
+
+def replay(calls: list[tuple[str, tuple[Any, ...]]], sink: MetricsSink) -> None:
+    for name, args in calls:
+        if name in REPLAYABLE:  # nothing else is called on the registry from a worker's record
+            getattr(sink, name)(*args)
 
 
 class OperatorMetrics:
@@ -129,6 +179,9 @@ class OperatorMetrics:
                     gauge.remove(namespace, name, old)
             with contextlib.suppress(KeyError):
                 self.pipeline_eta.remove(namespace, name)
+
+    def phase_finished(self, phase: str, seconds: float) -> None:
+        self.phase_seconds.labels(phase).observe(seconds)
 
     def stalled(self, runtime: str) -> None:
         self.job_stalls.labels(runtime).inc()

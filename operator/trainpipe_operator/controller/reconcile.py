@@ -23,7 +23,7 @@ from trainpipe_operator import tenancy
 from trainpipe_operator.admission.approval import ApprovalKey, verified_approval
 from trainpipe_operator.controller import suspend
 from trainpipe_operator.controller.conditions import build_conditions
-from trainpipe_operator.controller.metrics import METRICS, OperatorMetrics
+from trainpipe_operator.controller.metrics import METRICS, MetricsSink
 from trainpipe_operator.controller.settings import OperatorSettings
 from trainpipe_operator.controller.watchdog import watchdog_events
 from trainpipe_operator.gates.inputs import GpuMeasurement
@@ -69,7 +69,7 @@ def read_status(body: dict[str, Any]) -> PipelineStatus:
 
 class Reconciler:
     def __init__(self, settings: OperatorSettings, core_api: Any = None, custom_api: Any = None,
-                 metrics: OperatorMetrics = METRICS, approval_key: ApprovalKey | None = None) -> None:
+                 metrics: MetricsSink = METRICS, approval_key: ApprovalKey | None = None) -> None:
         self.settings = settings
         self.approval_key = approval_key  # None: no webhook, so no approval can be verified
         self.core_api = core_api
@@ -357,8 +357,8 @@ class Reconciler:
         for decision in after.decisions[len(before.decisions):]:
             previous = _parse(times[-1]) if times[-1] else None
             if previous is not None:
-                self.metrics.phase_seconds.labels(decision.phase).observe(
-                    max((_parse(decision.time) - previous).total_seconds(), 0.0))
+                self.metrics.phase_finished(decision.phase,
+                                            max((_parse(decision.time) - previous).total_seconds(), 0.0))
             times.append(decision.time)
 
     def clean_up(self, body: dict[str, Any], status: PipelineStatus) -> list[tuple[str, str, str]]:

@@ -46,6 +46,13 @@ class OperatorSettings:
     poll_seconds: float = field(default_factory=lambda: float(os.environ.get("TRAINPIPE_POLL_SECONDS", "2")))
     """How often running pipelines are reconciled (a kopf timer, not a loop)."""
 
+    reconcile_processes: int = field(default_factory=lambda: int(os.environ.get(
+        "TRAINPIPE_RECONCILE_PROCESSES", "1")))
+    """Worker processes that run reconciles (gates, reports, job calls), so
+    the operator's event loop only handles watch events and status patches.
+    0: one thread in the operator's own process (which then competes with
+    the loop for the GIL)."""
+
     metrics_port: int = field(default_factory=lambda: int(os.environ.get("TRAINPIPE_METRICS_PORT", "9090")))
     """The operator's own /metrics (0: off)."""
 

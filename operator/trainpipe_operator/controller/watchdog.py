@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trainpipe_operator.controller.metrics import OperatorMetrics
+from trainpipe_operator.controller.metrics import MetricsSink
 from trainpipe_operator.spec.status import PipelineStatus
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from trainpipe_operator.pipeline.runner import LocalRunner
 
 
-def watchdog_events(runner: LocalRunner, status: PipelineStatus, metrics: OperatorMetrics, key: str) -> list[Event]:
+def watchdog_events(runner: LocalRunner, status: PipelineStatus, metrics: MetricsSink, key: str) -> list[Event]:
     from trainpipe_operator.controller.reconcile import Event
 
     events = []
