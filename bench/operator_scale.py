@@ -163,7 +163,7 @@ def run_count(plane: ControlPlane, template: Path, count: int, workdir: Path, pr
     time.sleep(5)  # kopf connects and starts watching
     if profile and reconcile:  # py-spy, if installed in this environment: where the operator's time goes
         subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(operator.pid), "-d", "40",
-                          "--subprocesses", "--idle", "--format", "raw",
+                          "--subprocesses", "--format", "raw",
                           "-o", str(workdir / f"profile-{count}-{mode}-{round_}.txt")],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seen: dict[str, dict[str, float]] = {}
@@ -253,7 +253,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--max-wait", type=float, help="seconds to wait for Succeeded (default: 60 + 3 per pipeline)")
     parser.add_argument("--profile", action="store_true",
-                        help="sample the operator and its workers with py-spy (if installed), first round only")
+                        help="first, one run per mode sampled with py-spy (if installed), not in the medians; "
+                             "summarize with bench/profile_summary.py")
     parser.add_argument("--workdir", type=Path, help="keep the operator logs and artifacts here (default: a temp dir)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -266,15 +267,19 @@ def main() -> None:
             wait_established(plane.kubeconfig, "trainingpipelines.trainpipe.io")
             docs = [cluster_role(), cluster_role_binding({"kind": "User", "name": "trainpipe-operator"})]
             kubectl(plane.kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
-            runs = []
+            runs, profiled = [], []
             for count in args.counts:
+                if args.profile:  # a run of its own: py-spy's sampling slows what it measures
+                    for mode in ("process", "thread"):
+                        profiled.append(run_count(plane, template, count, workdir, True, args.max_wait, mode, -1))
+                        print(json.dumps(profiled[-1]), flush=True)
                 for round_ in range(args.rounds):  # the modes side by side in each round
                     for mode in args.modes:
-                        run = run_count(plane, template, count, workdir, args.profile and round_ == 0,
-                                        args.max_wait, mode, round_)
+                        run = run_count(plane, template, count, workdir, False, args.max_wait, mode, round_)
                         print(json.dumps(run), flush=True)
                         runs.append(run)
     result = {"medians": {str(c): medians(runs, c) for c in args.counts}, "runs": runs,
+              "profiled_runs": profiled,
               "targets": {"first_status_p95_over_floor_at_500": 1.25, "operator_peak_rss_mib": 300},
               "note": ("instant runtime (bench/instant_runtime.py): the control loop, not training. mode process: "
                        "the operator as shipped, reconciles in one worker process; mode thread: reconciles in a "

@@ -211,5 +211,5 @@ def test_a_cleared_status_field_is_deleted_by_the_status_patch() -> None:
 
     stored = {"phase": "Planning", "suspension": {"state": "WaitingForAdmission", "since": "t", "heldSeconds": 0}}
     new = {"phase": "Planning", "suspension": {"heldSeconds": 12.0}}
-    assert merge_patch(stored, new) == {"phase": "Planning",
-                                        "suspension": {"state": None, "since": None, "heldSeconds": 12.0}}
+    # What did not change (the phase) is not sent.
+    assert merge_patch(stored, new) == {"suspension": {"state": None, "since": None, "heldSeconds": 12.0}}

@@ -20,7 +20,11 @@ from trainpipe_operator.admission.approval import ApprovalKey, ApprovalRecord
 from trainpipe_operator.controller import api_clients, reconcile
 from trainpipe_operator.controller.metrics import MetricCalls, OperatorMetrics, replay
 from trainpipe_operator.controller.reconcile import Reconciler, TickResult
-from trainpipe_operator.controller.reconcile_pool import ReconcileFailed, ReconcilePool
+from trainpipe_operator.controller.reconcile_pool import (
+    WORKER_NICENESS,
+    ReconcileFailed,
+    ReconcilePool,
+)
 from trainpipe_operator.controller.settings import OperatorSettings
 
 # A rayjob pipeline created suspended: a whole reconcile (spec, tenancy,
@@ -36,9 +40,10 @@ RECORD = ApprovalRecord(user="dave", user_uid="u1", run_id="r1", time="t", names
 
 # ------------------------------------------------ run in the worker (spawned)
 def no_cluster(pid_file: str) -> None:
-    """The worker's setup: no API clients (none is needed), and its pid noted."""
+    """The worker's setup: no API clients (none is needed), its pid and nice value noted."""
     api_clients.kubernetes_clients = lambda kubeconfig: (None, None)  # type: ignore[assignment]
     Path(pid_file).write_text(str(os.getpid()))
+    Path(pid_file).with_suffix(".nice").write_text(str(os.nice(0)))
 
 
 def failing(pid_file: str) -> None:
@@ -96,6 +101,8 @@ def test_a_reconcile_runs_in_a_worker_process_and_its_metrics_reach_the_operator
         pool.shutdown()
     worker = int((tmp_path / "worker.pid").read_text())
     assert worker != os.getpid()
+    # A lower CPU priority than the operator's process (its event loop).
+    assert int((tmp_path / "worker.nice").read_text()) == min(os.nice(0) + WORKER_NICENESS, 19)
     assert result.status.phase == "Pending" and result.status.suspension is not None
     assert result.status.suspension.state == "Suspended"
     assert [e.reason for e in result.events] == ["Suspended"]

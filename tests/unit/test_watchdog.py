@@ -139,5 +139,18 @@ def test_the_status_patch_deletes_what_the_new_status_no_longer_has() -> None:
     old = {"phase": "Baseline", "progress": {"summary": "Baseline 1/4"},
            "job": {"submissionId": "a1", "reason": "Stalled", "attempt": 1}}
     new = {"phase": "Succeeded", "job": {"submissionId": "f1", "attempt": 1}}
-    assert merge_patch(old, new) == {"phase": "Succeeded", "progress": None,
-                                     "job": {"submissionId": "f1", "attempt": 1, "reason": None}}
+    patch = merge_patch(old, new)
+    assert patch == {"phase": "Succeeded", "progress": None, "job": {"submissionId": "f1", "reason": None}}
+    assert _applied(old, patch) == new  # RFC 7386, as the API server applies it
+
+
+def _applied(target: dict, patch: dict) -> dict:
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _applied(out[key], value)
+        else:
+            out[key] = value
+    return out

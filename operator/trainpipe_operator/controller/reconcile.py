@@ -39,6 +39,7 @@ from trainpipe_operator.tenancy.ray_access import address_problems
 from trainpipe_operator.tracking.credentials import from_secret as credentials_from_secret
 from trainpipe_operator.tracking.credentials import secret_env
 from trainpipe_operator.tracking.runs import tracker_for
+from trainpipe_trainer.contract import yaml_io
 from trainpipe_trainer.contract.evidence import Evidence
 from trainpipe_trainer.contract.validation_errors import format_validation_error
 from trainpipe_trainer.tracking.mlflow_rest import MlflowCredentials
@@ -159,7 +160,7 @@ class Reconciler:
         run_dir = self.settings.run_dir(meta.get("namespace", "default"), meta["name"], meta["uid"])
         stored = run_dir / "pipeline.yaml"
         try:
-            pipeline = TrainingPipeline.model_validate(yaml.safe_load(stored.read_text(encoding="utf-8")))
+            pipeline = TrainingPipeline.model_validate(yaml_io.load(stored.read_text(encoding="utf-8")))
         except (OSError, ValueError, yaml.YAMLError) as exc:
             log.warning("%s/%s: no pinned spec to retry tracking with (%s)", meta.get("namespace"), meta["name"], exc)
             return TickResult(status)
@@ -261,7 +262,7 @@ class Reconciler:
             run_dir.mkdir(parents=True, exist_ok=True)
             rundir.write_yaml(stored, applied.dump())
             return applied
-        pinned = TrainingPipeline.model_validate(yaml.safe_load(stored.read_text(encoding="utf-8")))
+        pinned = TrainingPipeline.model_validate(yaml_io.load(stored.read_text(encoding="utf-8")))
         if suspend.pinned_part(pinned.spec) != suspend.pinned_part(applied.spec):
             status.conditions.append(Condition(
                 type="SpecApplied", status="False", reason="ChangedWhileRunning",
@@ -372,7 +373,7 @@ class Reconciler:
 
         def remove() -> tuple[list[str], list[str]]:
             stored = self.settings.run_dir(namespace, name, uid) / "pipeline.yaml"
-            raw = yaml.safe_load(stored.read_text(encoding="utf-8")) if stored.exists() else \
+            raw = yaml_io.load(stored.read_text(encoding="utf-8")) if stored.exists() else \
                 {k: v for k, v in body.items() if k != "status"}
             try:
                 launcher = self._launcher(TrainingPipeline.model_validate(raw))

@@ -17,9 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from trainpipe_operator.spec.status import PipelineStatus
+from trainpipe_trainer.contract import yaml_io
 
 PLANNING = "01_planning"
 FINALIZATION = "05_finalization"
@@ -50,7 +49,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_yaml(path: Path, data: Any) -> None:
-    write_text(path, yaml.safe_dump(data, sort_keys=False))
+    write_text(path, yaml_io.dump(data))
 
 
 def read_json(path: Path) -> Any | None:
@@ -80,7 +79,7 @@ def save_state(run_dir: Path, status: PipelineStatus) -> None:
 
 def read_yaml_dict(path: Path) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
+        data = yaml_io.load(handle) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping")
     return data

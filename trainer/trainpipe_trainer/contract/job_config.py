@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from trainpipe_trainer.contract import yaml_io
 from trainpipe_trainer.contract.tracking import TrackingConfig
 
 AUGMENTATIONS = ("hflip", "crop", "rotation", "colorjitter")
@@ -225,12 +225,12 @@ class JobConfig(_Model):
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
+        return yaml_io.dump(self.model_dump(mode="json", by_alias=True))
 
     @classmethod
     def from_yaml_file(cls, path: str | Path) -> JobConfig:
         with open(path, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle) or {}
+            raw = yaml_io.load(handle) or {}
         return cls.model_validate(raw)
 
     @field_validator("data")
