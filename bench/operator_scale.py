@@ -258,6 +258,18 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep the operator logs and artifacts here (default: a temp dir)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
+    runs: list[dict] = []
+    profiled: list[dict] = []
+
+    def write() -> None:  # after every run: an interrupted benchmark keeps what it measured
+        counts = sorted({r["count"] for r in runs})
+        result = {"medians": {str(c): medians(runs, c) for c in counts}, "runs": runs, "profiled_runs": profiled,
+                  "targets": {"first_status_p95_over_floor_at_500": 1.25, "operator_peak_rss_mib": 300},
+                  "note": NOTE, "machine": f"{os.cpu_count()} CPUs; API server, etcd, operator and this client "
+                                           "share them"}
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2))
+
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -267,7 +279,6 @@ def main() -> None:
             wait_established(plane.kubeconfig, "trainingpipelines.trainpipe.io")
             docs = [cluster_role(), cluster_role_binding({"kind": "User", "name": "trainpipe-operator"})]
             kubectl(plane.kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
-            runs, profiled = [], []
             for count in args.counts:
                 if args.profile:  # a run of its own: py-spy's sampling slows what it measures
                     for mode in ("process", "thread"):
@@ -275,22 +286,18 @@ def main() -> None:
                         print(json.dumps(profiled[-1]), flush=True)
                 for round_ in range(args.rounds):  # the modes side by side in each round
                     for mode in args.modes:
-                        run = run_count(plane, template, count, workdir, False, args.max_wait, mode, round_)
-                        print(json.dumps(run), flush=True)
-                        runs.append(run)
-    result = {"medians": {str(c): medians(runs, c) for c in args.counts}, "runs": runs,
-              "profiled_runs": profiled,
-              "targets": {"first_status_p95_over_floor_at_500": 1.25, "operator_peak_rss_mib": 300},
-              "note": ("instant runtime (bench/instant_runtime.py): the control loop, not training. mode process: "
-                       "the operator as shipped, reconciles in one worker process; mode thread: reconciles in a "
-                       "thread of the operator's process (--reconcile-processes 0, the design before); mode floor: "
-                       "the poll timer a no-op, so only kopf and the API server write the first status (the lower "
-                       "bound on this machine). operator_cpu_s: the operator's and its workers' CPU from the first "
-                       "create to the last Succeeded; medians over the rounds"),
-              "machine": f"{os.cpu_count()} CPUs; API server, etcd, operator and this client share them"}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result["medians"], indent=2))
+                        runs.append(run_count(plane, template, count, workdir, False, args.max_wait, mode, round_))
+                        print(json.dumps(runs[-1]), flush=True)
+                        write()
+    write()
+    print(json.dumps(json.loads(args.output.read_text())["medians"], indent=2))
+
+
+NOTE = ("instant runtime (bench/instant_runtime.py): the control loop, not training. mode process: the operator as "
+        "shipped, reconciles in one worker process; mode thread: reconciles in a thread of the operator's process "
+        "(--reconcile-processes 0, the design before); mode floor: the poll timer a no-op, so only kopf and the API "
+        "server write the first status (the lower bound on this machine). operator_cpu_s: the operator's and its "
+        "workers' CPU from the first create to the last Succeeded; medians over the rounds")
 
 
 if __name__ == "__main__":
