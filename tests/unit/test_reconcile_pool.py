@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from trainpipe_operator.admission.approval import ApprovalKey, ApprovalRecord
+from trainpipe_operator.admission.approval import ApprovalError, ApprovalKey, ApprovalRecord
 from trainpipe_operator.controller import api_clients, reconcile
 from trainpipe_operator.controller.metrics import MetricCalls, OperatorMetrics, replay
 from trainpipe_operator.controller.reconcile import Reconciler, TickResult
@@ -161,7 +161,7 @@ def test_the_worker_holds_the_operators_approval_key(tmp_path: Path) -> None:
     finally:
         pool.shutdown()
     assert key.verify(signed, "team-a", "held", "0123456789abcdef") == RECORD  # the webhook's key verifies it
-    with pytest.raises(Exception, match="signature|signed"):
+    with pytest.raises(ApprovalError, match="does not carry this operator's signature"):
         ApprovalKey().verify(signed, "team-a", "held", "0123456789abcdef")
 
 
