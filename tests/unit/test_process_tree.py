@@ -64,6 +64,25 @@ def test_stop_pid_ends_a_child_that_left_the_group(tmp_path: Path) -> None:
         stop_process(parent, timeout=5)
 
 
+def _wait_until_carrying(pid: int, marker: str, timeout: float = 30) -> None:
+    """Wait until ``pid``'s environment shows the marker. Popen returns
+    while the child is still inside execve; its /proc environ reads empty
+    until the kernel has laid out the new stack, so a check made at once can
+    miss it (it did, on a loaded CI machine)."""
+    from tests import process_leaks
+
+    needle = f"{process_leaks.MARKER_VAR}={marker}".encode()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} never showed {needle!r} in its environment")
+
+
 def test_the_session_leak_check_finds_a_process_that_carries_its_marker(tmp_path: Path) -> None:
     from tests import process_leaks
 
@@ -72,6 +91,7 @@ def test_the_session_leak_check_finds_a_process_that_carries_its_marker(tmp_path
     stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env,
                              start_new_session=True)
     try:
+        _wait_until_carrying(stray.pid, marker)
         found = process_leaks.leftovers(marker, grace=0.5)
         assert [p.pid for p in found] == [stray.pid]
         assert "time.sleep(600)" in str(found[0])
@@ -97,6 +117,8 @@ def test_the_leak_check_leaves_out_only_this_process_s_own_resource_tracker(tmp_
                                 env=env, stdout=subprocess.PIPE, text=True)
     orphan = int(launcher.communicate(timeout=30)[0])
     try:
+        _wait_until_carrying(own.pid, marker)
+        _wait_until_carrying(orphan, marker)
         assert [p.pid for p in process_leaks.leftovers(marker, grace=0)] == [orphan]
     finally:
         own.kill()
