@@ -65,22 +65,17 @@ def test_stop_pid_ends_a_child_that_left_the_group(tmp_path: Path) -> None:
 
 
 def _wait_until_carrying(pid: int, marker: str, timeout: float = 30) -> None:
-    """Wait until ``pid``'s environment shows the marker. Popen returns
+    """Wait until the leak check can see ``pid``'s marker. Popen returns
     while the child is still inside execve; its /proc environ reads empty
     until the kernel has laid out the new stack, so a check made at once can
     miss it (it did, on a loaded CI machine)."""
     from tests import process_leaks
 
-    needle = f"{process_leaks.MARKER_VAR}={marker}".encode()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                return
-        except OSError:
-            pass
+    while pid not in {p.pid for p in process_leaks.carriers(marker)}:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pid {pid} never showed {process_leaks.MARKER_VAR}={marker} in its environment")
         time.sleep(0.05)
-    raise AssertionError(f"pid {pid} never showed {needle!r} in its environment")
 
 
 def test_the_session_leak_check_finds_a_process_that_carries_its_marker(tmp_path: Path) -> None:
