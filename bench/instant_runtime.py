@@ -16,9 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from trainpipe_operator.cli import main as trainpipe_main
-from trainpipe_operator.controller import handlers, reconcile
-from trainpipe_operator.controller import main as operator_main
+from trainpipe_operator.controller import reconcile
 from trainpipe_operator.pipeline.launchers import JobOutcome
 from trainpipe_trainer.contract.job_config import JobConfig
 
@@ -51,6 +49,13 @@ def install(template: str) -> None:
 
 
 def main() -> int:
+    # Imported here, not at the top: a spawned reconcile worker imports this
+    # file again (as ``__mp_main__``), and the worker of a real operator does
+    # not import kopf, the handlers or the command line.
+    from trainpipe_operator.cli import main as trainpipe_main
+    from trainpipe_operator.controller import handlers
+    from trainpipe_operator.controller import main as operator_main
+
     template = Path(sys.argv[1]).resolve()
     args = sys.argv[sys.argv.index("--") + 1:]
     if "--no-reconcile" in sys.argv[2:sys.argv.index("--")]:

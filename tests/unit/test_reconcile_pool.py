@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +44,7 @@ RECORD = ApprovalRecord(user="dave", user_uid="u1", run_id="r1", time="t", names
 # ------------------------------------------------ run in the worker (spawned)
 def no_cluster(pid_file: str) -> None:
     """The worker's setup: no API clients (none is needed), its pid and nice value noted."""
-    api_clients.kubernetes_clients = lambda kubeconfig: (None, None)  # type: ignore[assignment]
+    api_clients.lazy_kubernetes_clients = lambda kubeconfig: (None, None)  # type: ignore[assignment]
     Path(pid_file).write_text(str(os.getpid()))
     Path(pid_file).with_suffix(".nice").write_text(str(os.nice(0)))
 
@@ -69,6 +72,29 @@ def signing(pid_file: str) -> None:
         return result
 
     reconcile.Reconciler.reconcile = reconcile_  # type: ignore[method-assign]
+
+
+def noting_imports(pid_file: str) -> None:
+    """The worker's setup: its real (lazy) API clients; each reconcile's
+    status message says whether the kubernetes client was imported."""
+    Path(pid_file).write_text(str(os.getpid()))
+    real = reconcile.Reconciler.reconcile
+
+    def reconcile_(self: Reconciler, body: dict[str, Any]) -> TickResult:
+        result = real(self, body)
+        result.status.message = f"kubernetes client imported: {'kubernetes.client' in sys.modules}"
+        return result
+
+    reconcile.Reconciler.reconcile = reconcile_  # type: ignore[method-assign]
+
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: not-a-real-token}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
 
 
 # ------------------------------------------------------------------- tests
@@ -176,3 +202,40 @@ def test_metric_calls_replay_only_the_sink_methods() -> None:
     assert sample("trainpipe_operator_job_resubmissions_total", {"runtime": "ray"}) == 1.0
     assert sample("trainpipe_operator_gate_results_total", {"gate": "baseline", "result": "failed"}) == 1.0
     assert sample("trainpipe_operator_phase_duration_seconds_count", {"phase": "Baseline"}) == 1.0
+
+
+def test_a_worker_whose_pipelines_need_no_api_never_imports_the_kubernetes_client(tmp_path: Path) -> None:
+    """About 20 MiB a worker does not pay when no pipeline reads a Secret or
+    runs as a RayJob (issue 14's memory target, bench/operator_scale.py)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    settings = _settings(tmp_path)
+    pool = ReconcilePool(settings, kubeconfig, None, 1, Reconciler(settings, None, None), metrics=OperatorMetrics(),
+                         worker_setup=functools.partial(noting_imports, str(tmp_path / "worker.pid")))
+    try:
+        result = asyncio.run(pool.reconcile(BODY))  # a suspended RayJob pipeline: no job, so no API call
+    finally:
+        pool.shutdown()
+    assert result.status.suspension is not None and result.status.suspension.state == "Suspended"
+    assert result.status.message == "kubernetes client imported: False"
+
+
+def test_lazy_api_clients_load_the_kubeconfig_once_at_their_first_use(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    # A fresh interpreter: this one has imported the kubernetes client already.
+    script = textwrap.dedent(f"""
+        import sys
+        from trainpipe_operator.controller import api_clients
+        core, custom = api_clients.lazy_kubernetes_clients({str(kubeconfig)!r})
+        assert "kubernetes" not in sys.modules, "imported before first use"
+        loads = []
+        real = api_clients.kubernetes_clients
+        api_clients.kubernetes_clients = lambda path: loads.append(path) or real(path)
+        print(core.api_client.configuration.host, custom.api_client.configuration.host, len(loads))
+        print(type(core.read_namespaced_secret).__qualname__, type(custom.create_namespaced_custom_object).__name__)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "https://127.0.0.1:6443 https://127.0.0.1:6443 1"
+    assert out.stdout.split("\n")[1] == "method method"

@@ -56,7 +56,7 @@ def run_operator(settings: OperatorSettings, kubeconfig: Path | None = None, jso
     handlers.RECONCILE_POOL = pool
     registry = handlers.register(settings.poll_seconds)
     if key is not None:
-        webhook.register(webhook.Webhook(settings, key, webhook.kubernetes_review(core.api_client)),  # type: ignore[attr-defined]
+        webhook.register(webhook.Webhook(settings, key, webhook.kubernetes_review(core.api_client)),
                          registry)
     if settings.metrics_port:
         METRICS.serve(settings.metrics_port)

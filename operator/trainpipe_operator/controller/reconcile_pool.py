@@ -139,7 +139,9 @@ def _start_worker(settings: OperatorSettings, kubeconfig: Path | None, key: byte
 
     if setup is not None:
         setup()
-    core, custom = api_clients.kubernetes_clients(kubeconfig)
+    # Made at first use: a worker whose pipelines read no Secret and make
+    # no RayJob never imports the kubernetes client.
+    core, custom = api_clients.lazy_kubernetes_clients(kubeconfig)
     _WORKER = Reconciler(settings, core, custom, approval_key=ApprovalKey(key) if key else None)
 
 
