@@ -54,7 +54,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
     settings = OperatorSettings()
     for name in ("artifact_root", "prometheus_url", "ray_address", "metrics_port", "liveness_port", "poll_seconds",
-                 "reconcile_processes",
+                 "reconcile_processes", "api_connections",
                  "trainer_metrics_port", "webhook_port", "webhook_addr", "webhook_host", "webhook_cert_dir",
                  "operator_user", "default_queue_name"):
         value = getattr(args, name)
@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--reconcile-processes", type=int,
                           help="worker processes that run reconciles; 0: a thread of the operator's process "
                                "($TRAINPIPE_RECONCILE_PROCESSES, 1)")
+    operator.add_argument("--api-connections", type=int,
+                          help="at most this many API requests at once besides the watches; 0: no limit "
+                               "($TRAINPIPE_API_CONNECTIONS, 64)")
     operator.add_argument("--webhook-port", type=int,
                           help="admission webhook HTTPS port, 0: off, and no approval possible ($TRAINPIPE_WEBHOOK_PORT, 0)")
     operator.add_argument("--webhook-addr", help="webhook listen address ($TRAINPIPE_WEBHOOK_ADDR, 127.0.0.1)")

@@ -102,13 +102,14 @@ def test_defaults_render_the_operator_with_cluster_rbac_metrics_service_and_dash
 def test_values_reach_the_operator_environment() -> None:
     docs = render(sets={"operator.prometheusUrl": "http://prom:9090", "operator.logFormat": "plain",
                         "operator.pollSeconds": "5", "image.tag": "v9", "trainer.metricsPort": "0",
-                        "operator.gpuQuery": "avg(x)"})
+                        "operator.gpuQuery": "avg(x)", "operator.apiConnections": "24"})
     deployment = one(docs, "Deployment")
     env = env_of(deployment)
     assert env["TRAINPIPE_PROMETHEUS_URL"] == "http://prom:9090"
     assert env["TRAINPIPE_GPU_QUERY"] == "avg(x)"
     assert env["TRAINPIPE_POLL_SECONDS"] == "5"
     assert env["TRAINPIPE_TRAINER_METRICS_PORT"] == "0"
+    assert env["TRAINPIPE_API_CONNECTIONS"] == "24"
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["operator", "--plain-logs"]
     assert container["image"] == "trainpipe-operator:v9"
@@ -118,7 +119,8 @@ def test_the_operator_reads_every_environment_variable_the_chart_sets(monkeypatc
     from trainpipe_operator.controller.settings import OperatorSettings
 
     env = env_of(one(render(scenario("monitoring"), sets={"operator.rayAddress": "http://ray:8265",
-                                                            "watchNamespaces": "{a,b}"}), "Deployment"))
+                                                            "watchNamespaces": "{a,b}",
+                                                            "operator.apiConnections": "24"}), "Deployment"))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = OperatorSettings()
@@ -130,6 +132,7 @@ def test_the_operator_reads_every_environment_variable_the_chart_sets(monkeypatc
     assert settings.namespaces == ["a", "b"]
     assert settings.trainer_metrics_port == 9400
     assert settings.metrics_port == 9090 and settings.liveness_port == 8080
+    assert settings.api_connections == 24
 
 
 # -------------------------------------------------------------- scenarios
@@ -214,6 +217,7 @@ def test_the_raycluster_matches_kuberays_own_schema() -> None:
     ({"imagee.tag": "x"}, "additional properties 'imagee' not allowed"),
     ({"operator.pollSeconds": "soon"}, "/operator/pollSeconds"),
     ({"operator.metricsPort": "70000"}, "/operator/metricsPort"),
+    ({"operator.apiConnections": "-1"}, "/operator/apiConnections"),
     ({"rbac.scope": "namespace"}, "/rbac/scope"),
     ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
     ({"artifacts.mountPath": "relative/path"}, "/artifacts/mountPath"),

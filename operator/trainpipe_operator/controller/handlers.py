@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+import aiohttp
 import kopf
 
 from trainpipe_operator.controller.metrics import METRICS
@@ -131,9 +132,33 @@ def stop(body: Any, meta: Any, **_: Any) -> None:
         log.info("stopped job %s of %s/%s before deletion", stopped, meta.get("namespace"), meta.get("name"))
 
 
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In-cluster service account first, else $KUBECONFIG (read now, not at import)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+#: Connections for requests other than watches (``OperatorSettings.api_connections``; 0: no limit).
+API_CONNECTIONS = 64
+#: Watches: one per watched namespace (or one cluster-wide) and kopf's scans of CRDs and namespaces.
+WATCH_CONNECTIONS = 4
+
+
+async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+    """In-cluster service account first, else $KUBECONFIG (read now, not at
+    import), in a session of at most ``API_CONNECTIONS`` connections
+    besides the watches.
+
+    kopf's own session has no limit: 500 pipelines created at once opened a
+    TLS connection per status patch, each with its buffers (about 200 KiB in
+    this process and a handshake's CPU on both ends), which made most of the
+    operator's peak memory at 500 pipelines (bench/operator_scale.py).
+    Requests beyond the limit wait for a free connection instead."""
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    if info is None:
+        return None
+    # A watch holds its connection for as long as it runs: they get their own
+    # share, so patches never wait on them.
+    limit = API_CONNECTIONS + WATCH_CONNECTIONS if API_CONNECTIONS > 0 else 0
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(), proxy=info.proxy_url, trust_env=info.trust_env)
+    return kopf.AiohttpSession(server=info.server, default_namespace=info.default_namespace,
+                               priority=info.priority, expiration=info.expiration, aiohttp_session=session)
 
 
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:

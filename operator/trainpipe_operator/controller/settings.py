@@ -53,6 +53,12 @@ class OperatorSettings:
     0: one thread in the operator's own process (which then competes with
     the loop for the GIL)."""
 
+    api_connections: int = field(default_factory=lambda: int(os.environ.get("TRAINPIPE_API_CONNECTIONS", "64")))
+    """At most this many requests to the API server at once besides the
+    watches (each watch holds its own connection); 0: no limit. Each open
+    connection costs the operator about 200 KiB; with no limit, 500 pipelines
+    created at once open one per status patch."""
+
     metrics_port: int = field(default_factory=lambda: int(os.environ.get("TRAINPIPE_METRICS_PORT", "9090")))
     """The operator's own /metrics (0: off)."""
 
