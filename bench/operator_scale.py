@@ -122,11 +122,13 @@ def create_all(kubeconfig: Path, docs: list[dict], created_at: dict[str, float])
         list(pool.map(create, docs))
 
 
-MODES = {  # name: (reconcile processes, timer on)
-    "process": (1, True),  # as shipped: reconciles in a worker process
-    "thread": (0, True),   # reconciles in a thread of the operator's process (before)
-    "floor": (1, False),   # the timer a no-op: kopf and the API server alone
+MODES = {  # name: (reconcile processes, timer on, --api-connections)
+    "process": (1, True, 64),   # as shipped: reconciles in a worker process
+    "thread": (0, True, 64),    # reconciles in a thread of the operator's process (before)
+    "floor": (1, False, 64),    # the timer a no-op: kopf and the API server alone
+    "uncapped": (1, True, 0),   # as shipped but kopf's own unbounded API session (before); on demand only
 }
+DEFAULT_MODES = ["process", "thread", "floor"]
 
 
 def process_tree(pid: int) -> list[int]:
@@ -149,7 +151,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def run_count(plane: ControlPlane, template: Path, count: int, workdir: Path, profile: bool,
               max_wait: float | None, mode: str, round_: int) -> dict:
-    processes, reconcile = MODES[mode]
+    processes, reconcile, connections = MODES[mode]
     artifacts = workdir / f"artifacts-{count}-{mode}-{round_}"
     log_path = workdir / f"operator-{count}-{mode}-{round_}.log"
     operator = subprocess.Popen(
@@ -157,6 +159,7 @@ def run_count(plane: ControlPlane, template: Path, count: int, workdir: Path, pr
          *([] if reconcile else ["--no-reconcile"]), "--", "operator",
          "--kubeconfig", str(plane.operator_kubeconfig), "--artifact-root", str(artifacts),
          "--metrics-port", "0", "--liveness-port", str(free_port()), "--reconcile-processes", str(processes),
+         "--api-connections", str(connections),
          # floor: one no-op tick per pipeline, not one a second
          "--poll-seconds", "1" if reconcile else "3600"],
         stdout=log_path.open("w"), stderr=subprocess.STDOUT)
@@ -240,7 +243,7 @@ def medians(runs: list[dict], count: int) -> dict[str, dict]:
                      for k in keys if any(r[k] is not None for r in mine)}
         out[mode]["worker_peak_rss_mib"] = max((max(r["worker_peak_rss_mib"], default=0) for r in mine), default=0)
     floor = out["floor"].get("first_status_p95_s")
-    for mode in ("process", "thread"):
+    for mode in ("process", "thread", "uncapped"):
         if floor and out[mode].get("first_status_p95_s") is not None:
             out[mode]["first_status_p95_over_floor"] = out[mode]["first_status_p95_s"] / floor
     return out
@@ -250,7 +253,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--counts", type=int, nargs="+", default=[500])
     parser.add_argument("--rounds", type=int, default=3, help="each mode this many times, side by side (default 3)")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--modes", nargs="+", default=DEFAULT_MODES, choices=list(MODES))
     parser.add_argument("--max-wait", type=float, help="seconds to wait for Succeeded (default: 60 + 3 per pipeline)")
     parser.add_argument("--profile", action="store_true",
                         help="first, one run per mode sampled with py-spy (if installed), not in the medians; "
@@ -281,7 +284,7 @@ def main() -> None:
             kubectl(plane.kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(docs))
             for count in args.counts:
                 if args.profile:  # a run of its own: py-spy's sampling slows what it measures
-                    for mode in ("process", "thread"):
+                    for mode in [m for m in args.modes if MODES[m][1]]:  # the floor runs no reconcile
                         profiled.append(run_count(plane, template, count, workdir, True, args.max_wait, mode, -1))
                         print(json.dumps(profiled[-1]), flush=True)
                 for round_ in range(args.rounds):  # the modes side by side in each round
@@ -296,7 +299,8 @@ def main() -> None:
 NOTE = ("instant runtime (bench/instant_runtime.py): the control loop, not training. mode process: the operator as "
         "shipped, reconciles in one worker process; mode thread: reconciles in a thread of the operator's process "
         "(--reconcile-processes 0, the design before); mode floor: the poll timer a no-op, so only kopf and the API "
-        "server write the first status (the lower bound on this machine). operator_cpu_s: the operator's and its "
+        "server write the first status (the lower bound on this machine); mode uncapped (on demand): as process but with "
+        "kopf's own unbounded API session (--api-connections 0). operator_cpu_s: the operator's and its "
         "workers' CPU from the first create to the last Succeeded; medians over the rounds")
 
 
