@@ -145,8 +145,9 @@ async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
 
     kopf's own session has no limit: 500 pipelines created at once opened a
     TLS connection per status patch, each with its buffers (about 200 KiB in
-    this process and a handshake's CPU on both ends): 20 to 50 MiB of the
-    operator's peak at 500 pipelines (bench/operator_scale.py).
+    this process and a handshake's CPU on both ends): at 500 pipelines, 6 MiB
+    of the operator's peak on a quiet machine, 20 to 50 MiB on a loaded one,
+    where requests pile up (bench/operator_scale.py).
     Requests beyond the limit wait for a free connection instead."""
     info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
     if info is None:
