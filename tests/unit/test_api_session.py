@@ -33,9 +33,9 @@ def kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def _login(monkeypatch: pytest.MonkeyPatch, connections: int, watches: int) -> tuple[object, int, dict[str, str]]:
+def _login(monkeypatch: pytest.MonkeyPatch, connections: int, namespaces: int) -> tuple[object, int, dict[str, str]]:
     monkeypatch.setattr(handlers, "API_CONNECTIONS", connections)
-    monkeypatch.setattr(handlers, "WATCH_CONNECTIONS", watches)
+    monkeypatch.setattr(handlers, "WATCHED_NAMESPACES", namespaces)
 
     async def login() -> tuple[object, int, dict[str, str]]:
         info = await handlers.login(logger=logging.getLogger("test"), settings=kopf.OperatorSettings())
@@ -50,13 +50,18 @@ def _login(monkeypatch: pytest.MonkeyPatch, connections: int, watches: int) -> t
 
 
 def test_the_session_is_capped_with_room_for_the_watches(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    info, limit, headers = _login(monkeypatch, connections=10, watches=4)
-    assert limit == 14
+    info, limit, headers = _login(monkeypatch, connections=10, namespaces=0)
+    assert limit == 10 + 4  # one cluster-wide watch, kopf's two scans, a spare
     # The kubeconfig's context, as kopf's own login reads it.
     assert info.server == "https://127.0.0.1:6443" and info.default_namespace == "team-a"  # type: ignore[attr-defined]
     assert headers["Authorization"] == "Bearer team-token"
 
 
 def test_zero_means_no_limit(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _, limit, _ = _login(monkeypatch, connections=0, watches=4)
+    _, limit, _ = _login(monkeypatch, connections=0, namespaces=5)
     assert limit == 0  # aiohttp's "no limit", kopf's own session
+
+
+def test_each_watched_namespace_gets_its_own_watch_connection(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, limit, _ = _login(monkeypatch, connections=10, namespaces=20)
+    assert limit == 10 + 20 + 3  # twenty watches never take the patches' ten

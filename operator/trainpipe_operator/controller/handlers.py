@@ -134,8 +134,14 @@ def stop(body: Any, meta: Any, **_: Any) -> None:
 
 #: Connections for requests other than watches (``OperatorSettings.api_connections``; 0: no limit).
 API_CONNECTIONS = 64
-#: Watches: one per watched namespace (or one cluster-wide) and kopf's scans of CRDs and namespaces.
-WATCH_CONNECTIONS = 4
+#: Namespaces the operator watches (``OperatorSettings.namespaces``; 0: the whole cluster).
+WATCHED_NAMESPACES = 0
+
+
+def watch_connections(namespaces: int) -> int:
+    """kopf's watches: one per watched namespace (one for the whole cluster),
+    plus its scans of CRDs and namespaces and a spare for a watch's restart."""
+    return max(1, namespaces) + 3
 
 
 async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
@@ -154,7 +160,7 @@ async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
         return None
     # A watch holds its connection for as long as it runs: they get their own
     # share, so patches never wait on them.
-    limit = API_CONNECTIONS + WATCH_CONNECTIONS if API_CONNECTIONS > 0 else 0
+    limit = API_CONNECTIONS + watch_connections(WATCHED_NAMESPACES) if API_CONNECTIONS > 0 else 0
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
         headers=info.as_http_headers(), proxy=info.proxy_url, trust_env=info.trust_env)

@@ -52,10 +52,9 @@ def run_operator(settings: OperatorSettings, kubeconfig: Path | None = None, jso
         raise SystemExit(f"--reconcile-processes (TRAINPIPE_RECONCILE_PROCESSES) is {settings.reconcile_processes}: "
                          "allowed are 0 (a thread of the operator's process) or more worker processes")
     if settings.api_connections < 0:
-        raise SystemExit(f"TRAINPIPE_API_CONNECTIONS is {settings.api_connections}: allowed are 0 (no limit) "
-                         "or more connections")
-    # kopf's watches: one per namespace listed, else one for the cluster.
-    handlers.WATCH_CONNECTIONS = max(1, len(settings.namespaces)) + 3
+        raise SystemExit(f"--api-connections (TRAINPIPE_API_CONNECTIONS) is {settings.api_connections}: "
+                         "allowed are 0 (no limit) or more connections")
+    handlers.WATCHED_NAMESPACES = len(settings.namespaces)
     handlers.API_CONNECTIONS = settings.api_connections
     pool = ReconcilePool(settings, kubeconfig, key, settings.reconcile_processes, handlers.RECONCILER,
                          worker_setup=WORKER_SETUP)
