@@ -6,7 +6,9 @@ nothing to do, and delegates to the Reconciler.
   (``reconcile_pool``), so the event loop stays free;
 - a finalizer (kopf's, on the delete handler) stops the running job first;
 - a new object gets its first status on the first event (with kopf's
-  finalizer); a resumed one is counted in the metrics at once.
+  finalizer); a resumed one is counted in the metrics at once;
+- while first statuses are on their way, reconciles wait (``arrivals``):
+  a burst of new pipelines is acknowledged before old ones are polled.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import aiohttp
 import kopf
 
+from trainpipe_operator.controller.arrivals import Arrivals
 from trainpipe_operator.controller.metrics import METRICS
 from trainpipe_operator.controller.reconcile import (
     STATUS_FIELDS,
@@ -37,6 +40,7 @@ log = logging.getLogger("trainpipe.operator")
 RECONCILE_WORKERS = 1
 RECONCILER: Reconciler | None = None  # set by main.run_operator before kopf starts: deletion's job stop
 RECONCILE_POOL: ReconcilePool | None = None  # likewise: where the timer's reconciles run
+ARRIVALS = Arrivals()  # first statuses on their way: reconciles wait for them
 
 
 def _reconciler() -> Reconciler:
@@ -90,7 +94,9 @@ async def accept(status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
     Async, so it never queues behind reconciles in kopf's thread pool; the
     timer does the work."""
     if (status or {}).get("phase") or meta.get("deletionTimestamp"):
+        ARRIVALS.stored(str(meta.get("uid")))
         return
+    ARRIVALS.sent(str(meta.get("uid")))
     patch.status.update(_accepted(meta))
     METRICS.set_phase(f"{meta.get('namespace')}/{meta.get('name')}", "Pending")
 
@@ -119,9 +125,13 @@ def running(status: Any, spec: Any = None, **_: Any) -> bool:
 
 async def poll(body: Any, status: Any, spec: Any, patch: kopf.Patch, **_: Any) -> None:
     """Async, awaiting a reconcile worker: the event loop stays free for
-    other pipelines' events and patches meanwhile."""
+    other pipelines' events and patches meanwhile. New pipelines' first
+    statuses go first (``arrivals``)."""
     if not running(status, spec):
         return
+    waited = await ARRIVALS.settled()
+    if waited:
+        METRICS.reconcile_deferred_seconds.observe(waited)
     await _tick(body, patch)
 
 

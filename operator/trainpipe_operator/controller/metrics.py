@@ -98,6 +98,10 @@ class OperatorMetrics:
                                         ["kind"], registry=r)
         self.reconcile_seconds = Histogram("trainpipe_operator_reconcile_seconds", "Seconds per reconcile.",
                                            registry=r)
+        self.reconcile_deferred_seconds = Histogram(
+            "trainpipe_operator_reconcile_deferred_seconds",
+            "Seconds a reconcile waited for new pipelines' first statuses (a creation burst), when it waited.",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30), registry=r)
         self.phase_entered = Gauge(
             "trainpipe_operator_pipeline_phase_entered_timestamp_seconds",
             "Unix time each pipeline entered the phase it is in (one series per pipeline).",
