@@ -1,8 +1,9 @@
 """The hang watchdog on `trainpipe run` (the operator drives the same phase
-machine): a training job whose data loader blocks after some steps, on its
-first attempt only, is declared hung once its heartbeat has not moved for
-spec.gates.stallTimeout, stopped, resubmitted from its last checkpoint as
-attempt 2, and the pipeline completes."""
+machine): a training job that blocks before it begins to train is declared
+hung after spec.gates.startTimeout; one whose data loader blocks after some
+steps, once its heartbeat has not moved for spec.gates.stallTimeout; each
+is stopped and resubmitted from its last checkpoint as the next attempt,
+and the pipeline completes."""
 
 from __future__ import annotations
 
@@ -42,29 +43,40 @@ def run_stalling(path: Path, run_dir: Path):  # type: ignore[no-untyped-def]
     return run(path, run_dir, env={"PYTHONPATH": pythonpath}, timeout=600)
 
 
-def test_a_hung_job_is_stopped_resubmitted_from_its_checkpoint_and_the_pipeline_completes(tmp_path: Path) -> None:
-    marker = tmp_path / "stalled-once"
+def test_hung_jobs_are_stopped_resubmitted_from_their_checkpoint_and_the_pipeline_completes(tmp_path: Path) -> None:
+    """Attempt 1 never begins to train; attempt 2 hangs in epoch 2; attempt 3
+    resumes from epoch 1's checkpoint (spec.runtime.maxAttempts: 3)."""
+    marker, start_marker = tmp_path / "stalled-once", tmp_path / "hung-before-training-once"
     run_dir = tmp_path / "run"
+    manifest = stalling_manifest(tmp_path, marker)
+    doc = yaml.safe_load(manifest.read_text())
+    doc["spec"]["customTask"]["options"]["startMarker"] = str(start_marker)
+    # Long enough for a healthy job on a busy machine to reach its first step.
+    doc["spec"]["gates"]["startTimeout"] = "75s"
+    manifest.write_text(yaml.safe_dump(doc))
 
-    result = run_stalling(stalling_manifest(tmp_path, marker), run_dir)
+    result = run_stalling(manifest, run_dir)
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert marker.exists()  # the first attempt did hang
+    assert start_marker.exists() and marker.exists()  # both hangs happened
     status = state(run_dir)
     assert status.phase == "Succeeded", status.message
     baseline = run_dir / "02_baseline"
     attempts = json.loads((baseline / "watchdog.json").read_text())
-    first = next(s for s in attempts if s.endswith("-train-a1"))
-    second = next(s for s in attempts if s.endswith("-train-a2"))
-    stall = attempts[first]["stall"]
+    first, second, third = (next(s for s in attempts if s.endswith(f"-train-a{n}")) for n in (1, 2, 3))
+    never_started = attempts[first]["stall"]
+    assert never_started["timeoutField"] == "startTimeout" and never_started["globalStep"] is None, never_started
+    assert never_started["silentSeconds"] > 75, never_started
+    stall = attempts[second]["stall"]
+    assert stall["timeoutField"] == "stallTimeout", stall
     assert stall["silentSeconds"] > 10 and stall["completedEpochs"] == 1, stall
-    assert "stall" not in attempts[second]
+    assert "stall" not in attempts[third]
     output = (baseline / "job_output.log").read_text()
-    assert f"--- {first}:" in output and f"--- {second}:" in output
+    assert all(f"--- {s}:" in output for s in (first, second, third))
     evidence = Evidence.read(baseline / "evidence.json")
     assert evidence.status == "completed" and evidence.resumed_from_epoch == 1  # from epoch 1's checkpoint
     assert [e.num for e in evidence.epochs] == [1, 2, 3]
-    assert "stalled: no heartbeat for" in result.stderr  # said while it ran
+    assert "without beginning to train" in result.stderr and "stalled: no heartbeat for" in result.stderr
 
 
 def test_a_job_that_stalls_on_its_last_attempt_fails_the_phase_saying_so(tmp_path: Path) -> None:

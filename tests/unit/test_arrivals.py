@@ -37,6 +37,26 @@ def test_a_reconcile_waits_until_the_first_status_is_seen_stored() -> None:
     assert (after_none, after_one, pending) == (False, False, 0)
 
 
+def test_a_gap_in_a_burst_shorter_than_the_quiet_period_lets_no_reconcile_through() -> None:
+    async def scenario() -> tuple[bool, bool, float]:
+        arrivals = Arrivals(quiet_s=2.0)
+        arrivals.sent("first")
+        arrivals.stored("first")  # none on its way: a gap
+        waiting = asyncio.create_task(arrivals.settled())
+        await asyncio.sleep(0.05)
+        in_the_gap = waiting.done()
+        arrivals.sent("second")  # the burst goes on
+        arrivals.stored("second")
+        await asyncio.sleep(0.05)
+        after_the_next = waiting.done()
+        waited = await asyncio.wait_for(waiting, timeout=10)
+        return in_the_gap, after_the_next, waited
+
+    in_the_gap, after_the_next, waited = asyncio.run(scenario())
+    assert (in_the_gap, after_the_next) == (False, False)
+    assert waited >= 2.0  # quiet for 2 s after the last first status
+
+
 def test_a_steady_stream_of_new_pipelines_cannot_starve_a_reconcile() -> None:
     async def scenario() -> tuple[float, int]:
         arrivals = Arrivals(max_wait_s=0.2)

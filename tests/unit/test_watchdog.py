@@ -39,6 +39,14 @@ def test_stall_timeout_defaults_to_minutes_and_its_range_is_stated() -> None:
             PipelineSpec.model_validate({**SPEC, "gates": {"stallTimeout": bad}})
 
 
+def test_start_timeout_defaults_to_half_an_hour_and_its_range_is_stated() -> None:
+    assert PipelineSpec.model_validate(SPEC).gates.start_seconds == 1800
+    assert PipelineSpec.model_validate({**SPEC, "gates": {"startTimeout": "10m"}}).gates.start_seconds == 600
+    for bad in ("4s", "25h"):
+        with pytest.raises(ValidationError, match="allowed range 5s to 24h for spec.gates.startTimeout"):
+            PipelineSpec.model_validate({**SPEC, "gates": {"startTimeout": bad}})
+
+
 def test_an_attempt_is_watched_from_its_own_first_heartbeat() -> None:
     assert silent_seconds(None, attempt_started=200, now=900) is None  # not training yet
     assert silent_seconds(beat(150, started=100), attempt_started=200, now=900) is None  # the attempt before's
@@ -72,6 +80,56 @@ def test_a_silent_heartbeat_is_declared_hung_once_and_the_job_stopped(tmp_path: 
     again = _watch(tmp_path, clock, stops, stalls, beats)
     assert again.started == 1000.0 and again.stalled is not None
     assert again.stalled["globalStep"] == 120 and again.check() is None
+
+
+def _start_watch(out: Path, clock: list[float], stops: list[str], stalls: list[Stall], blocking: bool) -> JobWatch:
+    return JobWatch(out, "Baseline", "p-1-02-baseline-train-a2", timeout=10, on_beat=lambda _: None,
+                    stop=stops.append, on_stall=stalls.append, clock=lambda: clock[0], start_timeout=60,
+                    blocking=blocking)
+
+
+def test_a_job_running_without_a_first_heartbeat_is_hung_after_start_timeout(tmp_path: Path) -> None:
+    clock, stops, stalls = [1000.0], [], []  # type: ignore[var-annotated]
+    watch = _start_watch(tmp_path, clock, stops, stalls, blocking=False)
+    # The attempt before's heartbeat is no sign of this one starting.
+    beat(900.0, started=800.0).write(tmp_path / HEARTBEAT_FILE)
+    clock[0] = 1500.0
+    assert watch.check("PENDING") is None  # queued, waiting for a node: not counted
+    assert watch.check("RUNNING") is None  # running from now
+    clock[0] = 1560.0
+    assert watch.check("RUNNING") is None and not stops  # 60 s: not over
+    clock[0] = 1561.0
+    stall = watch.check("RUNNING")
+    assert stall is not None and stops == ["p-1-02-baseline-train-a2"] and stalls == [stall]
+    assert stall.global_step is None and stall.timeout == 60
+    assert "running for 61 s without beginning to train" in stall.message
+    assert "spec.gates.startTimeout (60 s)" in stall.message
+    # A replay sees it stalled, and when it ran from.
+    again = _start_watch(tmp_path, clock, stops, stalls, blocking=False)
+    assert again.stalled is not None and again.stalled["timeoutField"] == "startTimeout"
+    assert again.check("RUNNING") is None and len(stops) == 1
+
+
+def test_a_first_heartbeat_in_time_ends_the_start_watch(tmp_path: Path) -> None:
+    clock, stops, stalls = [1000.0], [], []  # type: ignore[var-annotated]
+    watch = _start_watch(tmp_path, clock, stops, stalls, blocking=False)
+    assert watch.check("RUNNING") is None
+    beat(1050.0, started=1040.0, state="started").write(tmp_path / HEARTBEAT_FILE)
+    clock[0] = 1055.0
+    assert watch.check("RUNNING") is None
+    clock[0] = 1070.0  # past the start timeout, 20 s since the heartbeat: the stall timeout applies
+    stall = watch.check("RUNNING")
+    assert stall is not None and stall.timeout_field == "stallTimeout" and stall.global_step == 120
+
+
+def test_a_blocking_launcher_job_counts_as_running_from_its_submission(tmp_path: Path) -> None:
+    clock, stops, stalls = [1000.0], [], []  # type: ignore[var-annotated]
+    watch = _start_watch(tmp_path, clock, stops, stalls, blocking=True)
+    clock[0] = 1059.0
+    assert watch.check() is None
+    clock[0] = 1061.0
+    stall = watch.check()
+    assert stall is not None and stall.timeout_field == "startTimeout" and stops == ["p-1-02-baseline-train-a2"]
 
 
 def test_the_eta_counts_the_job_and_the_epochs_budgeted_after_it() -> None:

@@ -108,7 +108,8 @@ class OperatorMetrics:
             ["namespace", "pipeline", "phase"], registry=r)
         self.job_stalls = Counter(
             "trainpipe_operator_job_stalls_total",
-            "Training jobs declared hung (no heartbeat for spec.gates.stallTimeout), stopped and resubmitted.",
+            "Training jobs declared hung (no heartbeat for spec.gates.stallTimeout, or none within startTimeout), "
+            "stopped and resubmitted.",
             ["runtime"], registry=r)
         self.pipeline_eta = Gauge(
             "trainpipe_operator_pipeline_eta_seconds",

@@ -587,9 +587,9 @@ class LocalRunner:
                     (watch.guard(getattr(self.launcher, "wait", True)) if watch else contextlib.nullcontext()):
                 try:
                     outcome = self.launcher.run(job_file, out, submission)
-                except JobPending:
+                except JobPending as pending:
                     if watch is not None:  # still running: its progress, and is it hung?
-                        watch.check()
+                        watch.check(pending.state)
                     raise
         if self.tracker is not None:  # a job that could not reach its server: TrackingDegraded
             self.tracker.job_ended(status, folder, job)
@@ -637,8 +637,9 @@ class LocalRunner:
         if status.job.state == "STALLED":
             raise JobFailedToStart(
                 f"the {phase} job stalled on attempt {status.job.attempt}, the last of spec.runtime.maxAttempts ({attempts}): "
-                f"{status.job.message}; the job's log is {out / 'job_output.log'}; raise "
-                "spec.gates.stallTimeout if its steps are only slow")
+                f"{status.job.message}; the job's log is {out / 'job_output.log'}; "
+                + ("raise spec.gates.startTimeout if it only starts slowly" if "startTimeout" in status.job.message
+                   else "raise spec.gates.stallTimeout if its steps are only slow"))
         if not path.exists():
             raise JobFailedToStart(
                 f"the {phase} job left no evidence.json in {out} after {self.spec.runtime.max_attempts} "
@@ -664,7 +665,8 @@ class LocalRunner:
             self.progress.line(f"    {stall.message}")
 
         return JobWatch(out, phase, submission, self.spec.gates.stall_seconds, on_beat,
-                        getattr(self.launcher, "stop", None), on_stall)
+                        getattr(self.launcher, "stop", None), on_stall,
+                        start_timeout=self.spec.gates.start_seconds, blocking=blocking)
 
     def _attempt_fields(self, out: Path, submission: str, attempt: int) -> dict[str, Any]:
         """A train attempt's submission time (the watchdog's log), and

@@ -59,6 +59,7 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_REGISTERED_MODEL_NAME = 256
 STALL_TIMEOUT_DEFAULT = "5m"
+START_TIMEOUT_DEFAULT = "30m"
 STALL_TIMEOUT_MIN, STALL_TIMEOUT_MAX = 5.0, 24 * 3600.0
 _DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -359,6 +360,13 @@ class GatesSpec(CamelModel):
                      "checkpoint as the next attempt (runtime.maxAttempts)"),
     )
 
+    start_timeout: str = Field(
+        START_TIMEOUT_DEFAULT, pattern=DURATION_PATTERN,
+        description=("a training job running this long (from when its launcher first reports it RUNNING; under "
+                     "`trainpipe run`, from its submission) without its first heartbeat (imports, data loading, "
+                     "the model and the process group set up; 5s to 24h) is declared hung, as for stallTimeout"),
+    )
+
     @field_validator("stall_timeout", mode="before")
     @classmethod
     def _stall_range(cls, value: Any) -> Any:
@@ -370,9 +378,24 @@ class GatesSpec(CamelModel):
                                  "validation batch, with a margin (default 5m)")
         return value
 
+    @field_validator("start_timeout", mode="before")
+    @classmethod
+    def _start_range(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            seconds = parse_duration(value)
+            if not STALL_TIMEOUT_MIN <= seconds <= STALL_TIMEOUT_MAX:
+                raise ValueError(f"{value!r} is outside the allowed range 5s to 24h for spec.gates.startTimeout; "
+                                 "give the longest time a healthy job may take from running to its first step "
+                                 "(data download and loading included), with a margin (default 30m)")
+        return value
+
     @property
     def stall_seconds(self) -> float:
         return parse_duration(self.stall_timeout)
+
+    @property
+    def start_seconds(self) -> float:
+        return parse_duration(self.start_timeout)
 
     @model_validator(mode="after")
     def _warn_below_min(self) -> GatesSpec:

@@ -1,7 +1,10 @@
 """Test only: the custom-task example's regression, whose training data
 loader blocks forever after ``stallAfter`` samples, on the first process
 that gets there only (it leaves ``stallMarker``): a job that stops making
-progress, as a hung data loader or collective would."""
+progress, as a hung data loader or collective would. With ``startMarker``,
+the first training job blocks before it begins to train (while building
+its data), as a process group that never forms or a download that never
+ends would."""
 
 from __future__ import annotations
 
@@ -37,7 +40,12 @@ class Stalling(Dataset):
 
 class StallingRegression(Regression):
     def build_data(self) -> TaskData:
-        data = super().build_data()
         options = self.config.custom_task.options if self.config.custom_task else {}
+        start_marker = Path(options["startMarker"]) if "startMarker" in options else None
+        if start_marker is not None and self.config.action == "train" and not start_marker.exists():
+            start_marker.write_text("hung before training once\n", encoding="utf-8")
+            while True:  # no heartbeat ever: SIGTERM or not
+                time.sleep(3600)
+        data = super().build_data()
         data.train = Stalling(data.train, int(options["stallAfter"]), Path(options["stallMarker"]))
         return data
