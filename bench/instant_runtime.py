@@ -4,7 +4,8 @@ the operator's control loop (status writes, gates, decisions, reports) is
 what gets measured, not training. Bench-only: not part of the product.
 
 Run as ``python bench/instant_runtime.py TEMPLATE_RUN_DIR [--no-reconcile] -- <trainpipe operator args>``.
-``--no-reconcile`` turns the poll timer into a no-op: what is left is kopf and
+``--no-reconcile`` makes each reconcile a no-op (the poll timer still waits
+for a creation burst's first statuses, as shipped): what is left is kopf and
 the API server writing each new pipeline's first status (the floor).
 """
 
@@ -59,7 +60,10 @@ def main() -> int:
     template = Path(sys.argv[1]).resolve()
     args = sys.argv[sys.argv.index("--") + 1:]
     if "--no-reconcile" in sys.argv[2:sys.argv.index("--")]:
-        handlers.poll = lambda **_: None  # type: ignore[assignment]
+        async def no_reconcile(body: object, patch: object) -> None:
+            return None
+
+        handlers._tick = no_reconcile  # type: ignore[assignment]
     install(str(template))
     operator_main.WORKER_SETUP = functools.partial(install, str(template))
     return trainpipe_main(args)
