@@ -359,7 +359,6 @@ class GatesSpec(CamelModel):
                      "than 10 of its measured steps) is declared hung: stopped and resubmitted from its last "
                      "checkpoint as the next attempt (runtime.maxAttempts)"),
     )
-
     start_timeout: str = Field(
         START_TIMEOUT_DEFAULT, pattern=DURATION_PATTERN,
         description=("a training job running this long (from when its launcher first reports it RUNNING; under "
@@ -367,26 +366,18 @@ class GatesSpec(CamelModel):
                      "the model and the process group set up; 5s to 24h) is declared hung, as for stallTimeout"),
     )
 
-    @field_validator("stall_timeout", mode="before")
+    @field_validator("stall_timeout", "start_timeout", mode="before")
     @classmethod
-    def _stall_range(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            seconds = parse_duration(value)
-            if not STALL_TIMEOUT_MIN <= seconds <= STALL_TIMEOUT_MAX:
-                raise ValueError(f"{value!r} is outside the allowed range 5s to 24h for spec.gates.stallTimeout; "
-                                 "give the longest time a healthy job may go without completing a step or a "
-                                 "validation batch, with a margin (default 5m)")
-        return value
-
-    @field_validator("start_timeout", mode="before")
-    @classmethod
-    def _start_range(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            seconds = parse_duration(value)
-            if not STALL_TIMEOUT_MIN <= seconds <= STALL_TIMEOUT_MAX:
-                raise ValueError(f"{value!r} is outside the allowed range 5s to 24h for spec.gates.startTimeout; "
-                                 "give the longest time a healthy job may take from running to its first step "
-                                 "(data download and loading included), with a margin (default 30m)")
+    def _timeout_range(cls, value: Any, info: ValidationInfo) -> Any:
+        field, waited_for, default = {
+            "stall_timeout": ("stallTimeout", "go without completing a step or a validation batch",
+                              STALL_TIMEOUT_DEFAULT),
+            "start_timeout": ("startTimeout", "take from running to its first step (data download and loading "
+                              "included)", START_TIMEOUT_DEFAULT),
+        }[str(info.field_name)]
+        if isinstance(value, str) and not STALL_TIMEOUT_MIN <= parse_duration(value) <= STALL_TIMEOUT_MAX:
+            raise ValueError(f"{value!r} is outside the allowed range 5s to 24h for spec.gates.{field}; give the "
+                             f"longest time a healthy job may {waited_for}, with a margin (default {default})")
         return value
 
     @property
