@@ -31,20 +31,20 @@ def beat(time: float, started: float = 100.0, **kw: object) -> Heartbeat:
     return Heartbeat.model_validate({**base, **kw})
 
 
-def test_stall_timeout_defaults_to_minutes_and_its_range_is_stated() -> None:
-    assert PipelineSpec.model_validate(SPEC).gates.stall_seconds == 300
-    assert PipelineSpec.model_validate({**SPEC, "gates": {"stallTimeout": "90s"}}).gates.stall_seconds == 90
-    for bad in ("2s", "2d"):
-        with pytest.raises(ValidationError, match="allowed range 5s to 24h for spec.gates.stallTimeout"):
-            PipelineSpec.model_validate({**SPEC, "gates": {"stallTimeout": bad}})
+@pytest.mark.parametrize(("field", "default", "given", "bad"), [
+    ("stallTimeout", 300, ("90s", 90), ("2s", "2d")),
+    ("startTimeout", 1800, ("10m", 600), ("4s", "25h")),
+])
+def test_watchdog_timeouts_default_to_minutes_and_their_range_is_stated(
+        field: str, default: float, given: tuple[str, float], bad: tuple[str, str]) -> None:
+    def seconds(spec: PipelineSpec) -> float:
+        return spec.gates.stall_seconds if field == "stallTimeout" else spec.gates.start_seconds
 
-
-def test_start_timeout_defaults_to_half_an_hour_and_its_range_is_stated() -> None:
-    assert PipelineSpec.model_validate(SPEC).gates.start_seconds == 1800
-    assert PipelineSpec.model_validate({**SPEC, "gates": {"startTimeout": "10m"}}).gates.start_seconds == 600
-    for bad in ("4s", "25h"):
-        with pytest.raises(ValidationError, match="allowed range 5s to 24h for spec.gates.startTimeout"):
-            PipelineSpec.model_validate({**SPEC, "gates": {"startTimeout": bad}})
+    assert seconds(PipelineSpec.model_validate(SPEC)) == default
+    assert seconds(PipelineSpec.model_validate({**SPEC, "gates": {field: given[0]}})) == given[1]
+    for value in bad:
+        with pytest.raises(ValidationError, match=f"allowed range 5s to 24h for spec.gates.{field}"):
+            PipelineSpec.model_validate({**SPEC, "gates": {field: value}})
 
 
 def test_an_attempt_is_watched_from_its_own_first_heartbeat() -> None:
