@@ -66,10 +66,10 @@ def test_hung_jobs_are_stopped_resubmitted_from_their_checkpoint_and_the_pipelin
     first, second, third = (next(s for s in attempts if s.endswith(f"-train-a{n}")) for n in (1, 2, 3))
     never_started = attempts[first]["stall"]
     assert never_started["timeoutField"] == "startTimeout" and never_started["globalStep"] is None, never_started
-    assert never_started["silentSeconds"] > 40, never_started
+    assert never_started["silentSeconds"] >= 40, never_started  # rounded to 0.1 s in the record
     stall = attempts[second]["stall"]
     assert stall["timeoutField"] == "stallTimeout", stall
-    assert stall["silentSeconds"] > 10 and stall["completedEpochs"] == 1, stall
+    assert stall["silentSeconds"] >= 10 and stall["completedEpochs"] == 1, stall
     assert "stall" not in attempts[third]
     output = (baseline / "job_output.log").read_text()
     assert all(f"--- {s}:" in output for s in (first, second, third))
@@ -85,6 +85,7 @@ def test_a_job_that_stalls_on_its_last_attempt_fails_the_phase_saying_so(tmp_pat
     result = run_stalling(stalling_manifest(tmp_path, marker, runtime={"type": "local", "maxAttempts": 1}), run_dir)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "the Baseline job stalled on attempt 1, the last of spec.runtime.maxAttempts (1)" in result.stderr
+    assert "raise spec.gates.stallTimeout if its steps are only slow" in result.stderr
     status = state(run_dir)
     assert status.phase == "Baseline" and status.job.state == "STALLED" and status.job.reason == "Stalled"
     assert status.job.attempt == 1 and not (run_dir / "03_diagnostics").exists()

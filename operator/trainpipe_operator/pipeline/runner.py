@@ -635,11 +635,11 @@ class LocalRunner:
             attempt = status.job.attempt + 1  # past any attempt skipped as stopped for a suspension
             log.debug("%s job attempt %d ended with code %d and no verdict: the next attempt", phase, attempt, code)
         if status.job.state == "STALLED":
+            field = (AttemptLog(out).stall(status.job.submission_id or "") or {}).get("timeoutField", "stallTimeout")
+            slow = "it only starts slowly" if field == "startTimeout" else "its steps are only slow"
             raise JobFailedToStart(
                 f"the {phase} job stalled on attempt {status.job.attempt}, the last of spec.runtime.maxAttempts ({attempts}): "
-                f"{status.job.message}; the job's log is {out / 'job_output.log'}; "
-                + ("raise spec.gates.startTimeout if it only starts slowly" if "startTimeout" in status.job.message
-                   else "raise spec.gates.stallTimeout if its steps are only slow"))
+                f"{status.job.message}; the job's log is {out / 'job_output.log'}; raise spec.gates.{field} if {slow}")
         if not path.exists():
             raise JobFailedToStart(
                 f"the {phase} job left no evidence.json in {out} after {self.spec.runtime.max_attempts} "
